@@ -1,0 +1,76 @@
+"""Topic declarations, and their creation at service start-up.
+
+The jobs topic is the system of record: it keeps every event forever
+(``retention.ms=-1``, ``retention.bytes=-1``, ``cleanup.policy=delete``,
+never ``compact``: compaction would keep only the last event of a job).
+The tasks topic is a work queue for runners; it may expire old items.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.settings import TOPIC_MAX_MESSAGE_BYTES, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What one topic must look like."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
+    """The topics of one deployment (one prefix)."""
+    common = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES), "cleanup.policy": "delete"}
+    return [
+        TopicSpec(
+            settings.jobs_topic,
+            settings.jobs_partitions,
+            {**common, "retention.ms": "-1", "retention.bytes": "-1"},
+        ),
+        TopicSpec(
+            settings.tasks_topic,
+            settings.tasks_partitions,
+            {**common, "retention.ms": str(SEVEN_DAYS_MS)},
+        ),
+    ]
+
+
+async def ensure_topics(settings: KafkaSettings) -> list[str]:
+    """Create the missing topics; return the names created. Existing ones are left as they are.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker refused or could not be reached.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [s for s in topic_specs(settings) if s.name not in existing]
+        created: list[str] = []
+        for spec in wanted:
+            try:
+                await admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs)]
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass  # another service created it between list and create
+        if created:
+            log.info("created topics %s", created)
+        return created
+    finally:
+        await admin.close()
