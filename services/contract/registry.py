@@ -106,7 +106,9 @@ class EventRegistry:
     def examples(self) -> Iterator[tuple[str, int, dict[str, Any]]]:
         """Every example payload that the schemas carry (for tests and docs)."""
         for (type_, version), validator in sorted(self.validators.items()):
-            for example in validator.schema.get("examples", []):
+            schema = validator.schema
+            examples = schema.get("examples", []) if isinstance(schema, dict) else []
+            for example in examples:
                 yield type_, version, example
 
 

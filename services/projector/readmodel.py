@@ -1,0 +1,271 @@
+"""The SQL read model: tables, and loading/saving job views.
+
+SQLAlchemy Core (not the ORM): the projector writes thousands of rows per
+transaction and the API reads them back as plain rows; an identity map
+would only cost time. SQLite (WAL) is the embedded default; PostgreSQL
+works by URL. Times are stored as naive UTC and come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    event,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+from services.contract.jobs import JobState
+from services.projector.state import JobView, TaskView
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database keeps."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("sim_type", String(32), nullable=False),
+    Column("platform", String(16), nullable=False),
+    Column("input_type", String(16), nullable=False),
+    Column("ntasks", Integer, nullable=False),
+    Column("number_of_all_primaries", BigInteger, nullable=False),
+    Column("base_seed", BigInteger, nullable=False),
+    Column("input_ref", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("submitted_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime),
+    Column("result_ref", String(64)),
+    Column("result_partial", Boolean, nullable=False),
+    Column("failure_reason", Text),
+    Column("log_ref", String(64)),
+    Column("cluster_name", String(255)),
+    Column("array_job_id", String(32)),
+    Column("collect_job_id", String(32)),
+    Column("job_dir", Text),
+    Column("event_count", Integer, nullable=False),
+    Index("ix_jobs_owner_submitted", "owner", "submitted_at"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("task_index", Integer, primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("requested_primaries", BigInteger, nullable=False),
+    Column("simulated_primaries", BigInteger, nullable=False),
+    Column("estimated_time", Integer),
+    Column("seed", BigInteger),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("last_update_time", UTCDateTime),
+    Column("result_ref", String(64)),
+    Column("log_ref", String(64)),
+    Column("failure_reason", Text),
+    Column("exit_status", Integer),
+    Column("platform_state", String(32)),
+    Column("platform_exit_code", Integer),
+)
+
+#: Every event the projector applied, by id: how a re-emitted event is recognised.
+applied_events = Table(
+    "applied_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("job_id", String(128), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Index("ix_applied_events_job", "job_id"),
+)
+
+#: The last offset applied per (projection, topic, partition): written with the rows.
+projector_offsets = Table(
+    "projector_offsets",
+    metadata,
+    Column("projection", String(64), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+)
+
+#: Records skipped (unknown type, malformed, duplicate), counted by reason.
+projector_skips = Table(
+    "projector_skips",
+    metadata,
+    Column("projection", String(64), primary_key=True),
+    Column("reason", String(255), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+JOB_COLUMNS = [c.name for c in jobs.columns]
+TASK_COLUMNS = [c.name for c in tasks.columns]
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An engine for the read model; SQLite gets WAL and a busy timeout.
+
+    WAL lets the API read while the projector writes; ``synchronous=NORMAL``
+    is durable across process crashes in WAL mode (only an OS crash can lose
+    the last transactions, which a rebuild from the log restores).
+    """
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create the tables that do not exist yet."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+
+def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's own INSERT (PostgreSQL or SQLite), which knows ``ON CONFLICT``."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def upsert(conn: AsyncConnection, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT (primary key) DO UPDATE`` for the connection's dialect."""
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = dialect_insert(conn, table)
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    result: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+    return result
+
+
+def job_row(view: JobView) -> dict[str, Any]:
+    """A job view as a ``jobs`` row."""
+    return {name: getattr(view, name) for name in JOB_COLUMNS}
+
+
+def task_row(job_id: str, task: TaskView) -> dict[str, Any]:
+    """A task view as a ``tasks`` row."""
+    row = {name: getattr(task, name) for name in TASK_COLUMNS if name != "job_id"}
+    row["job_id"] = job_id
+    return row
+
+
+def view_from_rows(job: Any, task_rows: Sequence[Any]) -> JobView:
+    """Rebuild a view from its rows (the inverse of :func:`job_row`/:func:`task_row`)."""
+    mapping = dict(job._mapping)
+    mapping["state"] = JobState(mapping["state"])
+    ordered = sorted(task_rows, key=lambda r: r.task_index)
+    mapping["tasks"] = tuple(
+        TaskView(**{**{k: v for k, v in r._mapping.items() if k != "job_id"},
+                    "state": JobState(r.state)})
+        for r in ordered
+    )
+    return JobView(**mapping)
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+async def load_views(conn: AsyncConnection, job_ids: Sequence[str]) -> dict[str, JobView]:
+    """The stored views of some jobs (absent ones are missing from the result)."""
+    found: dict[str, JobView] = {}
+    for chunk in _chunks(list(job_ids)):
+        job_rows = (await conn.execute(select(jobs).where(jobs.c.job_id.in_(chunk)))).all()
+        if not job_rows:
+            continue
+        task_rows = (await conn.execute(select(tasks).where(tasks.c.job_id.in_(chunk)))).all()
+        by_job: dict[str, list[Any]] = {}
+        for row in task_rows:
+            by_job.setdefault(row.job_id, []).append(row)
+        for row in job_rows:
+            found[row.job_id] = view_from_rows(row, by_job.get(row.job_id, []))
+    return found
+
+
+async def load_all_views(conn: AsyncConnection) -> dict[str, JobView]:
+    """Every stored view (for verify and tests)."""
+    job_rows = (await conn.execute(select(jobs))).all()
+    by_job: dict[str, list[Any]] = {}
+    for row in (await conn.execute(select(tasks))).all():
+        by_job.setdefault(row.job_id, []).append(row)
+    return {r.job_id: view_from_rows(r, by_job.get(r.job_id, [])) for r in job_rows}
+
+
+async def known_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
+    """Which of these events were already applied."""
+    known: set[str] = set()
+    for chunk in _chunks(list(event_ids)):
+        rows = await conn.execute(
+            select(applied_events.c.event_id).where(applied_events.c.event_id.in_(chunk))
+        )
+        known.update(r[0] for r in rows)
+    return known
+
+
+async def load_offsets(conn: AsyncConnection, projection: str, topic: str) -> dict[int, int]:
+    """The last applied offset of each partition of a topic."""
+    rows = await conn.execute(
+        select(projector_offsets.c.partition, projector_offsets.c.offset).where(
+            projector_offsets.c.projection == projection, projector_offsets.c.topic == topic
+        )
+    )
+    return {int(p): int(o) for p, o in rows}
+
+
+async def load_skips(conn: AsyncConnection, projection: str) -> dict[str, int]:
+    """How many records were skipped, by reason."""
+    rows = await conn.execute(
+        select(projector_skips.c.reason, projector_skips.c.count).where(
+            projector_skips.c.projection == projection
+        )
+    )
+    return {str(r): int(c) for r, c in rows}

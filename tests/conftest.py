@@ -1,0 +1,77 @@
+"""Session-wide real infrastructure: one Kafka broker, one PostgreSQL server.
+
+Kafka starts once per session; each test gets its own topic prefix, so tests
+never see each other's events and the broker is never restarted between them.
+The read-model tests run on SQLite and, through the ``db_url`` parameter, on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack import kafka_broker, postgres
+from services.contract.topics import ensure_topics
+from services.projector.readmodel import make_engine
+from services.settings import KafkaSettings
+
+TEST_KAFKA_HOME = Path(os.environ.get("SIMJOBS_TEST_KAFKA_HOME",
+                                      Path.home() / ".cache" / "simjobs" / "kafka-test"))
+TEST_PG_HOME = Path(os.environ.get("SIMJOBS_TEST_PG_HOME",
+                                   Path.home() / ".cache" / "simjobs" / "postgres-test"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """The session's broker (the project's own, or SIMJOBS_KAFKA_BOOTSTRAP's)."""
+    was_running = kafka_broker.status(TEST_KAFKA_HOME) is not None
+    handle = kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home())
+    yield handle.bootstrap
+    if not was_running and not handle.external:
+        kafka_broker.stop(TEST_KAFKA_HOME)
+
+
+def new_prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings with this test's own topics, created as the services create them."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=new_prefix(),
+                             jobs_partitions=3, tasks_partitions=4, client_id="test")
+    await ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresHandle]:
+    """The session's PostgreSQL server (installed and started by the project)."""
+    was_running = postgres.status(TEST_PG_HOME) is not None
+    handle = postgres.start(TEST_PG_HOME)
+    yield handle
+    if not was_running and not handle.external:
+        postgres.stop(TEST_PG_HOME)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty read-model database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'readmodel.sqlite3'}"
+    server: postgres.PostgresHandle = request.getfixturevalue("postgres_server")
+    return postgres.create_database(server, f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(db_url)
+    yield engine
+    await engine.dispose()

@@ -1,0 +1,131 @@
+"""The event contract: envelope, schemas, validation on produce, skipping, upcasting."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from services.contract.envelope import Event, decode, derived_event_id, encode
+from services.contract.errors import (
+    EventTooLarge,
+    MalformedEvent,
+    SchemaViolation,
+    UnknownEventType,
+)
+from services.contract.kafka_io import EventDecoder, EventProducer
+from services.contract.registry import SCHEMA_DIR, EventRegistry, default_registry
+from services.settings import KafkaSettings
+
+LIFE_CYCLE = {
+    "JobSubmitted", "CancelRequested", "TaskScheduled", "TaskStarted", "TaskProgress",
+    "TaskCompleted", "TaskFailed", "TaskCanceled", "MergeStarted", "JobCompleted", "JobFailed",
+    "JobCanceled", "BatchSubmitted", "BatchSubmitFailed", "JobStateReported",
+}
+
+
+def test_every_life_cycle_event_has_a_version_1_schema() -> None:
+    registry = default_registry()
+    assert registry.types == LIFE_CYCLE
+    assert {registry.current_version(t) for t in LIFE_CYCLE} == {1}
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_schema_is_valid_and_its_examples_validate(path: Any) -> None:
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert schema["examples"], "each schema carries at least one example"
+    for example in schema["examples"]:
+        errors = list(Draft202012Validator(schema).iter_errors(example))
+        assert errors == []
+
+
+def test_envelope_round_trips_bit_for_bit() -> None:
+    event = Event(type="CancelRequested", job_id="j1", payload={"requested_by": "u:a"},
+                  producer="api", correlation_id="c", causation_id=None)
+    raw = encode(event)
+    assert decode(raw) == event
+    assert encode(decode(raw)) == raw
+    assert set(json.loads(raw)) == {"event_id", "type", "version", "job_id", "occurred_at",
+                                    "producer", "correlation_id", "causation_id", "payload"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"not json", "not JSON"),
+    (b"[1]", "JSON object"),
+    (b'{"type": "X"}', "envelope keys wrong"),
+])
+def test_malformed_bytes_are_rejected_with_a_reason(raw: bytes, message: str) -> None:
+    with pytest.raises(MalformedEvent, match=message):
+        decode(raw)
+
+
+def test_schema_violation_names_the_field() -> None:
+    event = Event(type="TaskProgress", job_id="j", producer="t",
+                  payload={"task_index": -1, "simulated_primaries": 1, "requested_primaries": 2})
+    with pytest.raises(SchemaViolation, match="task_index"):
+        default_registry().validate(event)
+
+
+def test_derived_ids_are_stable() -> None:
+    assert derived_event_id("j", "TaskStarted", 3) == derived_event_id("j", "TaskStarted", 3)
+    assert derived_event_id("j", "TaskStarted", 3) != derived_event_id("j", "TaskStarted", 4)
+
+
+def test_decoder_skips_and_counts_unknown_and_malformed() -> None:
+    decoder = EventDecoder()
+    unknown = Event(type="JobTeleported", job_id="j", payload={}, producer="future")
+    assert decoder.decode(encode(unknown)) is None
+    assert decoder.decode(b"{broken") is None
+    good = Event(type="CancelRequested", job_id="j", payload={"requested_by": "u"}, producer="a")
+    assert decoder.decode(encode(good)) == good
+    assert decoder.skipped == {"unknown:JobTeleported": 1, "malformed": 1}
+
+
+def _registry_with_v2() -> EventRegistry:
+    """A registry where CancelRequested gained a v2 that renamed requested_by -> actor."""
+    registry = EventRegistry.from_directory()
+    registry.add_schema("CancelRequested", 2, {
+        "type": "object", "required": ["actor"], "additionalProperties": False,
+        "properties": {"actor": {"type": "string"}, "reason": {"type": "string"}}})
+    registry.add_upcaster("CancelRequested", 1,
+                          lambda p: {"actor": p["requested_by"],
+                                     **({"reason": p["reason"]} if "reason" in p else {})})
+    return registry
+
+
+def test_consumer_upcasts_a_stored_v1_event() -> None:
+    stored_v1 = encode(Event(type="CancelRequested", job_id="j", producer="old",
+                             payload={"requested_by": "u:alice"}))
+    event = EventDecoder(registry=_registry_with_v2()).decode(stored_v1)
+    assert event is not None
+    assert (event.version, dict(event.payload)) == (2, {"actor": "u:alice"})
+
+
+def test_missing_upcaster_is_an_error() -> None:
+    registry = EventRegistry.from_directory()
+    registry.add_schema("CancelRequested", 2, {"type": "object"})
+    with pytest.raises(UnknownEventType, match="no upcaster"):
+        registry.upcast(Event(type="CancelRequested", job_id="j", producer="old",
+                              payload={"requested_by": "u"}))
+
+
+@pytest.mark.kafka
+async def test_producer_rejects_malformed_and_oversized_events(
+        kafka_settings: KafkaSettings) -> None:
+    async with EventProducer(kafka_settings) as producer:
+        with pytest.raises(SchemaViolation):
+            await producer.publish(Event(type="TaskStarted", job_id="j", producer="t",
+                                         payload={"task_index": 0}))
+        with pytest.raises(UnknownEventType):
+            await producer.publish(Event(type="Nope", job_id="j", producer="t", payload={}))
+        with pytest.raises(EventTooLarge):
+            await producer.publish(Event(type="CancelRequested", job_id="j", producer="t",
+                                         payload={"requested_by": "u", "reason": "x" * 300_000}))
+        assert sum(producer.sent.values()) == 0
+        published = await producer.publish(Event(type="CancelRequested", job_id="j",
+                                                  producer="t", payload={"requested_by": "u"}))
+        assert published.topic == kafka_settings.jobs_topic
+        assert producer.sent["CancelRequested"] == 1
