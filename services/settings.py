@@ -8,6 +8,7 @@ docker-compose file can be checked against the names the code reads
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,10 +110,25 @@ class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
 
 
+def own_broker_bootstrap() -> str:
+    """Where the project's own broker (devstack) listens, so tools work after ``make up``.
+
+    The broker picks free ports and records them in its state file; without
+    one (no broker ever started here) the conventional 127.0.0.1:9092 is used.
+    """
+    home = Path(os.environ.get(PREFIX + "KAFKA_HOME",
+                               Path.home() / ".cache" / "simjobs" / "kafka"))
+    try:
+        port = int(json.loads((home / "state.json").read_text())["client_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "127.0.0.1:9092"
+    return f"127.0.0.1:{port}"
+
+
 def load_kafka() -> KafkaSettings:
     """Read the Kafka settings (the bootstrap default is the project's own broker)."""
     return KafkaSettings(
-        bootstrap_servers=_env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        bootstrap_servers=_env("KAFKA_BOOTSTRAP", own_broker_bootstrap()),
         topic_prefix=_env("TOPIC_PREFIX", "simjobs"),
         jobs_partitions=_env_int("JOBS_PARTITIONS", 6),
         tasks_partitions=_env_int("TASKS_PARTITIONS", 12),
@@ -134,4 +150,104 @@ def load_settings() -> Settings:
             group_id=_env("PROJECTOR_GROUP", "projector"),
         ),
         state_dir=state,
+    )
+
+
+# --- REST API (services.api) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One SLURM cluster users may submit batch jobs to (from ``SIMJOBS_CLUSTERS``)."""
+
+    name: str
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The YAPTIDE-compatible REST API: listening address, auth, limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://127.0.0.1:3000")
+    clusters: tuple[ClusterConfig, ...] = ()
+    #: HMAC secrets; when unset they are generated once into ``state_dir/api-secrets.json``.
+    access_secret: str | None = None
+    refresh_secret: str | None = None
+    update_secret: str | None = None
+    keycloak_base_url: str | None = None
+    keycloak_realm: str | None = None
+    keycloak_audience: str = "yaptide"
+    #: Value required in the token's ``plgridAccessServices`` claim ("" disables the check).
+    keycloak_required_service: str = "PLG_YAPTIDE_ACCESS"
+    open_registration: bool = True
+    cookie_secure: bool = False
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: How long a read waits for the projector to show a job this API just accepted.
+    read_wait_seconds: float = 5.0
+    access_ttl_seconds: int = 600
+    refresh_ttl_seconds: int = 7200
+    keycloak_ttl_seconds: int = 1800
+    update_key_ttl_seconds: int = 30 * 24 * 3600
+    login_max_failures: int = 5
+    login_window_seconds: int = 300
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{PREFIX}{name} must be true or false, got {raw!r}")
+
+
+def _env_optional(name: str) -> str | None:
+    return _env(name, "") or None
+
+
+def _parse_clusters(raw: str) -> tuple[ClusterConfig, ...]:
+    import json
+
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{PREFIX}CLUSTERS must be a JSON list: {exc}") from exc
+    if not isinstance(data, list):
+        raise ValueError(f"{PREFIX}CLUSTERS must be a JSON list of objects with a 'name'")
+    clusters = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise ValueError(f"{PREFIX}CLUSTERS: every entry needs a non-empty 'name'")
+        clusters.append(ClusterConfig(name=item["name"],
+                                      options={k: v for k, v in item.items() if k != "name"}))
+    return tuple(clusters)
+
+
+def load_api_settings() -> ApiSettings:
+    """Read the API's settings; raises ValueError naming the variable that is wrong."""
+    origins = _env("CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+    return ApiSettings(
+        host=_env("API_HOST", "127.0.0.1"),
+        port=_env_int("API_PORT", 5000),
+        cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+        clusters=_parse_clusters(_env("CLUSTERS", "[]")),
+        access_secret=_env_optional("API_ACCESS_SECRET"),
+        refresh_secret=_env_optional("API_REFRESH_SECRET"),
+        update_secret=_env_optional("API_UPDATE_SECRET"),
+        keycloak_base_url=_env_optional("KEYCLOAK_BASE_URL"),
+        keycloak_realm=_env_optional("KEYCLOAK_REALM"),
+        keycloak_audience=_env("KEYCLOAK_AUDIENCE", "yaptide"),
+        keycloak_required_service=_env("KEYCLOAK_REQUIRED_SERVICE", "PLG_YAPTIDE_ACCESS"),
+        open_registration=_env_bool("API_OPEN_REGISTRATION", True),
+        cookie_secure=_env_bool("API_COOKIE_SECURE", False),
+        max_body_bytes=_env_int("API_MAX_BODY_BYTES", 32 * 1024 * 1024),
+        read_wait_seconds=float(_env_int("API_READ_WAIT_MS", 5000)) / 1000,
+        access_ttl_seconds=_env_int("API_ACCESS_TTL", 600),
+        refresh_ttl_seconds=_env_int("API_REFRESH_TTL", 7200),
+        keycloak_ttl_seconds=_env_int("API_KEYCLOAK_TTL", 1800),
+        update_key_ttl_seconds=_env_int("API_UPDATE_KEY_TTL", 30 * 24 * 3600),
+        login_max_failures=_env_int("API_LOGIN_MAX_FAILURES", 5),
+        login_window_seconds=_env_int("API_LOGIN_WINDOW", 300),
     )

@@ -1,0 +1,113 @@
+"""The application factory: one cleanup context per resource, typed keys, routes, middlewares.
+
+``create_app(settings)`` is what ``python -m services.api`` runs and what the
+tests start; nothing is connected until the app starts, and every resource
+that started is released, in reverse order, when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.api import auth, jobs, listing, openapi, results
+from services.api.auth import (
+    KEYCLOAK,
+    LOGIN_LIMITER,
+    SECRETS,
+    KeycloakVerifier,
+    LoginLimiter,
+    create_auth_schema,
+    load_secrets,
+)
+from services.api.common import API_SETTINGS, ARTIFACTS, ENGINE, PRODUCER, SETTINGS
+from services.api.cors import cors_middleware
+from services.api.errors import error_middleware
+from services.api.readwait import WAITER, JobWaiter
+from services.artifacts.store import ArtifactStore
+from services.contract.kafka_io import EventProducer
+from services.projector.readmodel import create_schema, make_engine
+from services.settings import ApiSettings, Settings, load_api_settings
+
+log = logging.getLogger(__name__)
+
+
+async def _create_schemas(app: web.Application) -> None:
+    """Read-model and auth tables; retried because a projector may create them concurrently."""
+    for attempt in range(5):
+        try:
+            await create_schema(app[ENGINE])
+            await create_auth_schema(app[ENGINE])
+            return
+        except SQLAlchemyError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The read-model database (schemas created, engine disposed at the end)."""
+    app[ENGINE] = make_engine(app[SETTINGS].database.url)
+    try:
+        await _create_schemas(app)
+        yield
+    finally:
+        await app[ENGINE].dispose()
+
+
+async def artifacts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The content-addressed artifact store."""
+    root = app[SETTINGS].artifacts.root
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    app[ARTIFACTS] = ArtifactStore(root)
+    yield
+
+
+async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Kafka producer of job events."""
+    producer = EventProducer(app[SETTINGS].kafka)
+    await producer.start()
+    app[PRODUCER] = producer
+    try:
+        yield
+    finally:
+        await producer.stop()
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outgoing HTTP client (Keycloak JWKS)."""
+    async with aiohttp.ClientSession() as session:
+        app[KEYCLOAK] = KeycloakVerifier(app[API_SETTINGS], session)
+        yield
+
+
+async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The read-your-writes poller."""
+    waiter = JobWaiter(app[ENGINE], app[API_SETTINGS].read_wait_seconds)
+    waiter.start()
+    app[WAITER] = waiter
+    try:
+        yield
+    finally:
+        await waiter.stop()
+
+
+def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Application:
+    """The REST API for these settings (API settings from the environment if not given)."""
+    api = api or load_api_settings()
+    app = web.Application(middlewares=[cors_middleware, error_middleware],
+                          client_max_size=api.max_body_bytes)
+    app[SETTINGS] = settings
+    app[API_SETTINGS] = api
+    app[SECRETS] = load_secrets(settings.state_dir, api)
+    app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
+    app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
+                            waiter_ctx])
+    for module in (openapi, auth, jobs, results, listing):
+        app.add_routes(module.routes)
+    return app

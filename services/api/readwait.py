@@ -1,0 +1,160 @@
+"""Read your writes: wait (bounded) for the projector to show what this API just wrote.
+
+The API answers 202 once an event is in the log, but reads come from the read
+model, which the projector fills a little later. A handler that does not find
+a job it may have just accepted waits for it here instead of answering 404.
+
+One background task polls the ``jobs`` table for the jobs somebody is waiting
+for (a single query per tick for all waiters) and wakes them; it sleeps while
+nobody waits.
+
+Which misses are worth waiting for: job ids this process published recently,
+and, so that a second API process behind the same load balancer also reads its
+peer's writes, any id whose embedded submission time (``YYYYMMDD-HHMMSS-...``,
+UTC) is within the last minute. Older or malformed ids miss at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.common import ENGINE
+from services.api.errors import JobNotFound
+from services.contract.envelope import utc_now
+from services.projector.readmodel import jobs, load_views
+from services.projector.state import JobView
+
+log = logging.getLogger(__name__)
+
+RECENT_SECONDS = 60.0
+
+
+@dataclass
+class _Wait:
+    states: Collection[str] | None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def submitted_at(job_id: str) -> datetime | None:
+    """The submission time embedded in a job id, if it has one."""
+    try:
+        return datetime.strptime(job_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+class JobWaiter:
+    """Bounded waits for jobs (or job states) to appear in the read model."""
+
+    def __init__(self, engine: AsyncEngine, bound_seconds: float,
+                 poll_seconds: float = 0.05) -> None:
+        self.engine = engine
+        self.bound_seconds = bound_seconds
+        self.poll_seconds = poll_seconds
+        self._published: dict[str, float] = {}
+        self._waits: dict[str, list[_Wait]] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def published(self, job_id: str) -> None:
+        """Remember that this process accepted ``job_id`` (so a miss is worth a wait)."""
+        now = time.monotonic()
+        self._published[job_id] = now
+        if len(self._published) > 10_000:
+            cutoff = now - RECENT_SECONDS
+            self._published = {j: t for j, t in self._published.items() if t >= cutoff}
+
+    def worth_waiting(self, job_id: str) -> bool:
+        """Whether a miss on ``job_id`` may just be projector lag."""
+        at = self._published.get(job_id)
+        if at is not None and time.monotonic() - at < RECENT_SECONDS:
+            return True
+        when = submitted_at(job_id)
+        return when is not None and abs(utc_now() - when) < timedelta(seconds=RECENT_SECONDS)
+
+    async def wait(self, job_id: str, states: Collection[str] | None = None) -> bool:
+        """Wait until the job exists (in one of ``states``, if given); False after the bound."""
+        entry = _Wait(states)
+        self._waits.setdefault(job_id, []).append(entry)
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self.bound_seconds):
+                await entry.done.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waits = self._waits.get(job_id, [])
+            if entry in waits:
+                waits.remove(entry)
+            if not waits:
+                self._waits.pop(job_id, None)
+
+    async def _tick(self) -> None:
+        ids = list(self._waits)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(jobs.c.job_id, jobs.c.state).where(jobs.c.job_id.in_(ids)))).all()
+        found = {r.job_id: r.state for r in rows}
+        for job_id, state in found.items():
+            for entry in self._waits.get(job_id, []):
+                if entry.states is None or state in entry.states:
+                    entry.done.set()
+
+    async def run(self) -> None:
+        """The polling loop (one per application)."""
+        while True:
+            if not self._waits:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            try:
+                await self._tick()
+            except Exception:  # a transient database error must not end the loop
+                log.exception("read-model poll failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="job-waiter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+WAITER = web.AppKey("job_waiter", JobWaiter)
+
+
+async def find_job(engine: AsyncEngine, waiter: JobWaiter, job_id: str) -> JobView | None:
+    """The job's view, waiting (bounded) for the projector if the job may be just accepted."""
+    async with engine.connect() as conn:
+        view = (await load_views(conn, [job_id])).get(job_id)
+    if view is None and waiter.worth_waiting(job_id) and await waiter.wait(job_id):
+        async with engine.connect() as conn:
+            view = (await load_views(conn, [job_id])).get(job_id)
+    return view
+
+
+async def owned_job(request: web.Request, owner: str, job_id: str,
+                    platform: str | None = None) -> JobView:
+    """The caller's job; another user's job (or another platform's) is as absent as none.
+
+    Raises:
+        JobNotFound: no such job for this caller.
+    """
+    view = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+    if view is None or view.owner != owner or (platform and view.platform != platform):
+        raise JobNotFound()
+    return view
