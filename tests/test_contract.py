@@ -22,7 +22,7 @@ from services.settings import KafkaSettings
 LIFE_CYCLE = {
     "JobSubmitted", "CancelRequested", "TaskScheduled", "TaskStarted", "TaskProgress",
     "TaskCompleted", "TaskFailed", "TaskCanceled", "MergeStarted", "JobCompleted", "JobFailed",
-    "JobCanceled", "BatchSubmitted", "BatchSubmitFailed", "JobStateReported",
+    "JobCanceled", "BatchSubmitted", "BatchSubmitFailed", "JobStateReported", "JobDeleted",
 }
 
 

@@ -152,3 +152,14 @@ def test_terminal_state_is_final_whatever_follows(seed: int) -> None:
             late = Event(type="JobStateReported", job_id=job_id, producer="t",
                          payload={"job_state": "RUNNING"}, occurred_at=view.updated_at)
             assert fold([*log, late])[job_id].state is view.state
+
+
+def test_deletion_hides_only_ended_jobs_and_is_final() -> None:
+    running = History().add("TaskStarted", task_index=0, requested_primaries=5)
+    running.add("JobDeleted", requested_by="u:a")
+    assert running.view().deleted is False
+    ended = History().add("CancelRequested", requested_by="u:a")
+    ended.add("JobDeleted", requested_by="u:a")
+    assert ended.view().deleted is True
+    ended.add("JobStateReported", job_state="RUNNING")
+    assert ended.view().deleted is True and ended.view().state is JobState.CANCELED

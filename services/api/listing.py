@@ -1,9 +1,8 @@
 """The caller's jobs: paginated listing and deletion.
 
-Deletion removes the job's rows from the read model only (terminal or merging
-jobs, as the original allows). It is not yet an event: a later event of that
-job (unlikely once terminal) or a rebuild of the read model from the log
-brings the job back. A ``JobDeleted`` event in the contract would fix this.
+Deletion (of terminal or merging jobs, as the original allows) is a
+``JobDeleted`` event: the fold marks the job deleted, reads and listings no
+longer show it, and a rebuild from the log keeps it deleted.
 """
 
 from __future__ import annotations
@@ -12,14 +11,16 @@ import math
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import asc, delete, desc, func, select
+from sqlalchemy import asc, desc, func, select
 
 from services.api.auth import require_user
-from services.api.common import ENGINE, http_date, int_param, query
+from services.api.common import ENGINE, PRODUCER_NAME, http_date, int_param, query
 from services.api.errors import BadRequest, Forbidden, NotFound, WrongParameters, reply
+from services.api.jobs import publish
 from services.api.readwait import WAITER, find_job
+from services.contract.envelope import Event
 from services.contract.jobs import DELETABLE, JobState
-from services.projector.readmodel import jobs, tasks
+from services.projector.readmodel import jobs
 
 routes = web.RouteTableDef()
 
@@ -57,7 +58,7 @@ async def list_simulations(request: web.Request) -> web.Response:
     if order_by not in ORDER_COLUMNS:
         raise WrongParameters({"order_by": ["Must be one of: start_time, end_time."]})
     direction = desc if params.get("order_type", "descend") == "descend" else asc
-    where = [jobs.c.owner == user.owner]
+    where = [jobs.c.owner == user.owner, jobs.c.deleted.is_(False)]
     if "job_state" in params:
         states = [s.strip() for s in params["job_state"].split(",")]
         if not all(s in JobState.__members__ for s in states):
@@ -88,7 +89,7 @@ async def delete_simulation(request: web.Request) -> web.Response:
     if job.state not in DELETABLE:
         raise Forbidden(f"Simulation with job_id={job_id} is in {job.state.value} state and "
                         "cannot be deleted; cancel it or wait until it ends")
-    async with request.app[ENGINE].begin() as conn:
-        await conn.execute(delete(tasks).where(tasks.c.job_id == job_id))
-        await conn.execute(delete(jobs).where(jobs.c.job_id == job_id))
+    await publish(request, [Event(type="JobDeleted", job_id=job_id, producer=PRODUCER_NAME,
+                                  payload={"requested_by": user.owner})])
+    await request.app[WAITER].wait(job_id, deleted=True)  # read your writes (bounded)
     return reply(f"Simulation with job_id={job_id} successfully deleted from database")

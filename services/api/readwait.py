@@ -42,6 +42,7 @@ RECENT_SECONDS = 60.0
 @dataclass
 class _Wait:
     states: Collection[str] | None
+    deleted: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -82,9 +83,13 @@ class JobWaiter:
         when = submitted_at(job_id)
         return when is not None and abs(utc_now() - when) < timedelta(seconds=RECENT_SECONDS)
 
-    async def wait(self, job_id: str, states: Collection[str] | None = None) -> bool:
-        """Wait until the job exists (in one of ``states``, if given); False after the bound."""
-        entry = _Wait(states)
+    async def wait(self, job_id: str, states: Collection[str] | None = None,
+                   *, deleted: bool = False) -> bool:
+        """Wait until the job exists (in one of ``states``, or deleted, if asked).
+
+        Returns False once the bound is reached.
+        """
+        entry = _Wait(states, deleted)
         self._waits.setdefault(job_id, []).append(entry)
         self._wakeup.set()
         try:
@@ -104,11 +109,14 @@ class JobWaiter:
         ids = list(self._waits)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
-                select(jobs.c.job_id, jobs.c.state).where(jobs.c.job_id.in_(ids)))).all()
-        found = {r.job_id: r.state for r in rows}
-        for job_id, state in found.items():
-            for entry in self._waits.get(job_id, []):
-                if entry.states is None or state in entry.states:
+                select(jobs.c.job_id, jobs.c.state, jobs.c.deleted)
+                .where(jobs.c.job_id.in_(ids)))).all()
+        for row in rows:
+            for entry in self._waits.get(row.job_id, []):
+                if entry.deleted:
+                    if row.deleted:
+                        entry.done.set()
+                elif entry.states is None or row.state in entry.states:
                     entry.done.set()
 
     async def run(self) -> None:
@@ -144,7 +152,7 @@ async def find_job(engine: AsyncEngine, waiter: JobWaiter, job_id: str) -> JobVi
     if view is None and waiter.worth_waiting(job_id) and await waiter.wait(job_id):
         async with engine.connect() as conn:
             view = (await load_views(conn, [job_id])).get(job_id)
-    return view
+    return None if view is None or view.deleted else view
 
 
 async def owned_job(request: web.Request, owner: str, job_id: str,

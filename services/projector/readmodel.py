@@ -81,6 +81,7 @@ jobs = Table(
     Column("array_job_id", String(32)),
     Column("collect_job_id", String(32)),
     Column("job_dir", Text),
+    Column("deleted", Boolean, nullable=False, default=False),
     Column("event_count", Integer, nullable=False),
     Index("ix_jobs_owner_submitted", "owner", "submitted_at"),
 )

@@ -18,6 +18,8 @@ Rules (YAPTIDE's states, without its inconsistencies):
 * CancelRequested ends the job CANCELED at once (the owner's word is final)
   and every task not yet ended is CANCELED with it.
 * Progress never goes backwards: ``simulated_primaries`` only grows.
+* JobDeleted hides a job that has ended (or is merging) from users; its
+  events stay in the log, so deletion is itself auditable and survives a rebuild.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from services.contract.envelope import Event, parse_time
-from services.contract.jobs import JobState, split_primaries
+from services.contract.jobs import DELETABLE, JobState, split_primaries
 
 S = JobState
 
@@ -80,6 +82,7 @@ class JobView:
     array_job_id: str | None = None
     collect_job_id: str | None = None
     job_dir: str | None = None
+    deleted: bool = False
     event_count: int = 1
     tasks: tuple[TaskView, ...] = ()
 
@@ -220,6 +223,8 @@ def apply(view: JobView | None, event: Event) -> JobView | None:
     if event.type == "BatchSubmitted":
         return replace(view, cluster_name=p["cluster_name"], array_job_id=p["array_job_id"],
                        collect_job_id=p["collect_job_id"], job_dir=p["job_dir"])
+    if event.type == "JobDeleted":
+        return replace(view, deleted=True) if view.state in DELETABLE else view
     if view.state.terminal:
         return view
     if event.type == "CancelRequested" or event.type == "JobCanceled":
