@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.contract.envelope import Event, encode
@@ -149,27 +149,30 @@ class EventDecoder:
 
     def decode(self, raw: bytes | None) -> Event | None:
         """The record's event brought to the current version, or None if it is skipped."""
+        event, reason = self.decode_with_reason(raw)
+        if reason is not None:
+            self.skipped[reason] += 1
+        return event
+
+    def decode_with_reason(self, raw: bytes | None) -> tuple[Event | None, str | None]:
+        """Like :meth:`decode`, but says why a record is skipped instead of counting it."""
         if raw is None:
-            self.skipped["tombstone"] += 1
-            return None
+            return None, "tombstone"
         try:
             event = decode_event(raw)
         except ContractError as exc:
-            self.skipped["malformed"] += 1
             log.warning("skipping malformed record: %s", exc)
-            return None
+            return None, "malformed"
         if event.type not in self.registry.types:
-            self.skipped[f"unknown:{event.type}"] += 1
             log.warning("skipping event of unknown type %s (%s)", event.type, event.event_id)
-            return None
+            return None, f"unknown:{event.type}"
         try:
             if self.validate:
                 self.registry.validate(event)
-            return self.registry.upcast(event)
+            return self.registry.upcast(event), None
         except (SchemaViolation, UnknownEventType) as exc:
-            self.skipped[f"invalid:{event.type}"] += 1
             log.warning("skipping unreadable event %s: %s", event.event_id, exc)
-            return None
+            return None, f"invalid:{event.type}"
 
 
 def make_consumer(
@@ -195,48 +198,3 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
-
-
-async def read_all(
-    settings: KafkaSettings,
-    topic: str,
-    decoder: EventDecoder | None = None,
-) -> AsyncIterator[tuple[TopicPartition, int, Event]]:
-    """Every readable event of a topic from offset 0 up to its end *now*, partition by partition.
-
-    Used by audit tooling: it reads without a group and commits nothing.
-    """
-    decoder = decoder or EventDecoder()
-    consumer = make_consumer(settings)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        remaining.discard(tp)
-                        break
-                    event = decoder.decode(record.value)
-                    if event is not None:
-                        yield tp, record.offset, event
-                if tp in remaining and await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-
-
-def job_ids(events: Iterable[Event]) -> list[str]:
-    """Distinct job ids in order of first appearance."""
-    return list(dict.fromkeys(e.job_id for e in events))

@@ -46,11 +46,15 @@ class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
 
+    """Rebalance callbacks run beside an in-flight batch: they wait for it to commit."""
+
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self.projector.forget_cache()
+        async with self.projector.batch_lock:
+            self.projector.forget_cache()
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self.projector.seek_to_stored(assigned)
+        async with self.projector.batch_lock:
+            await self.projector.seek_to_stored(assigned)
 
 
 class Projector:
@@ -74,6 +78,9 @@ class Projector:
         self.projection = projection
         self.topic = kafka.jobs_topic
         self._cache: dict[str, JobView] = {}
+        #: Held while a batch is applied; rebalance callbacks take it too, so the
+        #: cache is never dropped, nor offsets read, in the middle of a batch.
+        self.batch_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self.applied_total = 0
@@ -129,13 +136,14 @@ class Projector:
 
     async def apply_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> BatchResult:
         """Apply one batch of records in one transaction (the exactly-once unit)."""
-        decoded = [(r, self.decoder.decode(r.value)) for r in records]
-        try:
-            async with self.engine.begin() as conn:
-                result = await self._apply(conn, decoded)
-        except BaseException:
-            self.forget_cache()  # the cache may hold views the database never got
-            raise
+        decoded = [(r, *self.decoder.decode_with_reason(r.value)) for r in records]
+        async with self.batch_lock:
+            try:
+                async with self.engine.begin() as conn:
+                    result = await self._apply(conn, decoded)
+            except BaseException:
+                self.forget_cache()  # the cache may hold views the database never got
+                raise
         self.applied_total += result.applied
         for r in records:
             self.positions[r.partition] = r.offset
@@ -144,10 +152,17 @@ class Projector:
     async def _apply(
         self,
         conn: AsyncConnection,
-        decoded: Sequence[tuple[ConsumerRecord[Any, Any], Event | None]],
+        decoded: Sequence[tuple[ConsumerRecord[Any, Any], Event | None, str | None]],
     ) -> BatchResult:
         result = BatchResult()
-        events = [e for _, e in decoded if e is not None]
+        # A batch fetched before a rebalance may hold records that this or another
+        # instance has applied since: the offsets stored in this transaction decide.
+        stored = await rm.load_offsets(conn, self.projection, self.topic)
+        fresh = [d for d in decoded if d[0].offset > stored.get(d[0].partition, -1)]
+        if len(fresh) < len(decoded):
+            result.skipped["already applied"] += len(decoded) - len(fresh)
+        decoded = fresh
+        events = [e for _, e, _ in decoded if e is not None]
         known = await rm.known_event_ids(conn, [e.event_id for e in events])
         missing = [j for j in dict.fromkeys(e.job_id for e in events) if j not in self._cache]
         if missing:
@@ -155,10 +170,10 @@ class Projector:
         before = {j: self._cache.get(j) for j in dict.fromkeys(e.job_id for e in events)}
         applied_rows: list[dict[str, Any]] = []
         offsets: dict[int, int] = {}
-        for record, event in decoded:
+        for record, event, reason in decoded:
             offsets[record.partition] = record.offset
             if event is None:
-                result.skipped["unreadable"] += 1
+                result.skipped[reason or "unreadable"] += 1
                 continue
             if event.event_id in known:
                 result.skipped["duplicate"] += 1
@@ -178,11 +193,12 @@ class Projector:
         if applied_rows:
             await conn.execute(insert(rm.applied_events), applied_rows)
         await self._write_views(conn, before, result)
-        await conn.execute(
-            rm.upsert(conn, rm.projector_offsets),
-            [{"projection": self.projection, "topic": self.topic, "partition": p, "offset": o}
-             for p, o in offsets.items()],
-        )
+        if offsets:
+            await conn.execute(
+                rm.upsert(conn, rm.projector_offsets),
+                [{"projection": self.projection, "topic": self.topic, "partition": p,
+                  "offset": o} for p, o in offsets.items()],
+            )
         await self._count_skips(conn, result.skipped)
         return result
 
@@ -207,11 +223,7 @@ class Projector:
         result.jobs_written = len(job_rows)
 
     async def _count_skips(self, conn: AsyncConnection, skipped: Counter[str]) -> None:
-        reasons = Counter(skipped)
-        if reasons["unreadable"]:
-            # Break "unreadable" down by the decoder's reasons for this batch.
-            del reasons["unreadable"]
-            reasons.update(self._drain_decoder_skips())
+        reasons = +skipped  # drop zero counts
         if not reasons:
             return
         stmt = rm.dialect_insert(conn, rm.projector_skips)
@@ -224,8 +236,3 @@ class Projector:
             [{"projection": self.projection, "reason": r, "count": n}
              for r, n in sorted(reasons.items())],
         )
-
-    def _drain_decoder_skips(self) -> Counter[str]:
-        drained = Counter(self.decoder.skipped)
-        self.decoder.skipped.clear()
-        return drained
