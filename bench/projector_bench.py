@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
-from services.contract.log_reader import topic_partitions
 from services.contract.envelope import Event, utc_now
 from services.contract.kafka_io import EventProducer
+from services.contract.log_reader import topic_partitions
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
 from services.projector.projector import PROJECTION, Projector

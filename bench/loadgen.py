@@ -1,0 +1,241 @@
+"""HTTP load generator for the API benchmark, run in its own process.
+
+``python -m bench.loadgen`` reads one JSON config object on stdin and writes one JSON
+result object on stdout (progress goes to stderr). Config keys:
+
+* ``base_url``: ``http://127.0.0.1:PORT`` (anything else is refused);
+* ``cookie``: the ``Cookie`` header of a logged-in user;
+* ``post_body``: the body of ``POST /jobs/direct``;
+* ``levels``: ``[{"concurrency": c, "requests": n}, ...]`` for ``POST /jobs/direct``;
+* ``get_concurrency``, ``get_requests``: the ``GET /jobs/direct`` phase;
+* ``max_seconds``: wall-time bound of each phase (a phase stops at whichever comes first);
+* ``warmup``: requests sent (at concurrency 8, not measured) before the first phase;
+* ``cpu_pids``: ``{"name": pid}`` whose CPU time is sampled around every phase
+  (``/proc/PID/stat``; the load generator itself is added as ``loadgen``).
+
+Method: one ``aiohttp.ClientSession`` (keep-alive, connection limit = the largest
+concurrency) for the whole run; a phase runs ``c`` workers that take request numbers from
+a shared counter until ``n`` were started or ``max_seconds`` passed. Latency is measured
+per request with ``time.perf_counter`` from just before the request to the body being read;
+throughput = successful responses / phase wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+JOBS_PATH = "/jobs/direct"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (children not included), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of already sorted values; NaN if none."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass
+class PhaseResult:
+    """What one phase measured (times in ms, rates per second)."""
+
+    name: str
+    method: str
+    concurrency: int
+    planned: int
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    ok_per_s: float = 0.0
+    p50_ms: float = math.nan
+    p90_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+    mean_ms: float = math.nan
+    cpu_pct: dict[str, float | None] = field(default_factory=dict)
+    cpu_ms_per_req: dict[str, float | None] = field(default_factory=dict)
+    timed_out: bool = False
+
+
+class Phase:
+    """Shared state of the workers of one phase."""
+
+    def __init__(self, result: PhaseResult, deadline: float) -> None:
+        self.result = result
+        self.deadline = deadline
+        self.started = 0
+        self.latencies: list[float] = []
+
+    def take(self) -> int | None:
+        """The next request number, or None when the phase is over."""
+        if self.started >= self.result.planned or time.perf_counter() >= self.deadline:
+            if self.started < self.result.planned:
+                self.result.timed_out = True
+            return None
+        self.started += 1
+        return self.started - 1
+
+    def record(self, status: int | None, elapsed: float, expected: int, detail: str) -> None:
+        res = self.result
+        res.sent += 1
+        key = str(status) if status is not None else "exception"
+        res.statuses[key] = res.statuses.get(key, 0) + 1
+        if status == expected:
+            res.ok += 1
+            self.latencies.append(elapsed)
+        else:
+            res.errors += 1
+            if len(res.error_samples) < 5:
+                res.error_samples.append(f"{key}: {detail[:200]}")
+
+
+class LoadGen:
+    """Runs the phases of one config against one API."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.base = str(config["base_url"]).rstrip("/")
+        if not self.base.startswith("http://127.0.0.1:"):
+            raise SystemExit(f"loadgen only targets http://127.0.0.1, got {self.base!r}")
+        self.body = json.dumps(config["post_body"]).encode()
+        self.headers = {"Cookie": str(config["cookie"]), "Content-Type": "application/json"}
+        self.max_seconds = float(config["max_seconds"])
+        self.job_ids: list[str] = []
+        self.pids: dict[str, int] = {k: int(v) for k, v in config.get("cpu_pids", {}).items()}
+        self.pids["loadgen"] = os.getpid()
+
+    async def _post(self, session: aiohttp.ClientSession, phase: Phase) -> None:
+        while phase.take() is not None:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(self.base + JOBS_PATH, data=self.body,
+                                        headers=self.headers) as resp:
+                    raw = await resp.read()
+                    status: int | None = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, raw = None, repr(exc).encode()
+            elapsed = time.perf_counter() - t0
+            phase.record(status, elapsed, 202, raw.decode(errors="replace"))
+            if status == 202:
+                self.job_ids.append(str(json.loads(raw)["job_id"]))
+
+    async def _get(self, session: aiohttp.ClientSession, phase: Phase) -> None:
+        ids = self.job_ids
+        while (number := phase.take()) is not None:
+            url = f"{self.base}{JOBS_PATH}?job_id={ids[number * 7919 % len(ids)]}"
+            t0 = time.perf_counter()
+            try:
+                async with session.get(url, headers=self.headers) as resp:
+                    raw = await resp.read()
+                    status: int | None = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, raw = None, repr(exc).encode()
+            phase.record(status, time.perf_counter() - t0, 200, raw.decode(errors="replace"))
+
+    def _cpu(self) -> dict[str, float | None]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    async def run_phase(self, session: aiohttp.ClientSession, name: str, method: str,
+                        concurrency: int, requests: int) -> PhaseResult:
+        result = PhaseResult(name=name, method=method, concurrency=concurrency, planned=requests)
+        cpu0 = self._cpu()
+        t0 = time.perf_counter()
+        phase = Phase(result, t0 + self.max_seconds)
+        worker = self._post if method == "POST" else self._get
+        await asyncio.gather(*(worker(session, phase) for _ in range(concurrency)))
+        result.wall_s = time.perf_counter() - t0
+        cpu1 = self._cpu()
+        lat = sorted(phase.latencies)
+        result.ok_per_s = result.ok / result.wall_s if result.wall_s > 0 else 0.0
+        if lat:
+            result.p50_ms = percentile(lat, 50) * 1000
+            result.p90_ms = percentile(lat, 90) * 1000
+            result.p99_ms = percentile(lat, 99) * 1000
+            result.max_ms = lat[-1] * 1000
+            result.mean_ms = sum(lat) / len(lat) * 1000
+        for key in self.pids:
+            before, after = cpu0.get(key), cpu1.get(key)
+            if before is None or after is None:
+                result.cpu_pct[key] = result.cpu_ms_per_req[key] = None
+                continue
+            used = after - before
+            result.cpu_pct[key] = round(100 * used / result.wall_s, 1)
+            result.cpu_ms_per_req[key] = round(1000 * used / max(result.sent, 1), 3)
+        print(f"loadgen: {name} c={concurrency}: {result.ok}/{result.sent} ok in "
+              f"{result.wall_s:.2f} s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
+              file=sys.stderr, flush=True)
+        return result
+
+    async def run(self) -> dict[str, Any]:
+        levels = [(int(lv["concurrency"]), int(lv["requests"])) for lv in self.config["levels"]]
+        get_c = int(self.config["get_concurrency"])
+        limit = max([c for c, _ in levels] + [get_c])
+        connector = aiohttp.TCPConnector(limit=limit, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=30)
+        phases: list[PhaseResult] = []
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            warmup = int(self.config.get("warmup", 0))
+            if warmup:
+                await self.run_phase(session, "warmup", "POST", min(8, limit), warmup)
+            for concurrency, requests in levels:
+                phases.append(await self.run_phase(session, "post", "POST", concurrency,
+                                                   requests))
+            if self.job_ids and self.config.get("get_requests"):
+                await self._await_visible(session, self.job_ids[-10:])
+                phases.append(await self.run_phase(session, "get", "GET", get_c,
+                                                   int(self.config["get_requests"])))
+        return {"phases": [asdict(p) for p in phases], "submitted": len(self.job_ids),
+                "projector_catchup_s": self.catchup_s}
+
+    catchup_s: float | None = None
+
+    async def _await_visible(self, session: aiohttp.ClientSession, job_ids: list[str]) -> None:
+        """Wait (bounded) until the last jobs submitted are visible in the read model."""
+        t0 = time.perf_counter()
+        pending = list(job_ids)
+        while pending and time.perf_counter() - t0 < 60:
+            url = f"{self.base}{JOBS_PATH}?job_id={pending[0]}"
+            async with session.get(url, headers=self.headers) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    pending.pop(0)
+                    continue
+            await asyncio.sleep(0.05)
+        if not pending:
+            self.catchup_s = round(time.perf_counter() - t0, 3)
+
+
+def main() -> int:
+    config = json.load(sys.stdin)
+    result = asyncio.run(LoadGen(config).run())
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
