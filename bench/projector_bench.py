@@ -8,7 +8,8 @@ Methods (also printed with the results):
   clock runs from ``Projector.run()`` being started (group join included) until the
   offsets stored in the database equal the end offsets. Also shown: the rate from the
   first committed batch on (without the join).
-* lag: a paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
+* lag: the projector runs as its own process (``python -m services.projector``); a
+  paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
   each event's (partition, offset) and the wall time just before ``send``. A watcher
   polls ``projector_offsets`` every 2 ms; those offsets are written in the same
   transaction as the rows, so the first time a stored offset >= o is seen, the rows of
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,8 +133,15 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
     engine = rm.make_engine(url)
     await rm.create_schema(engine)
     events = make_log(int(rate * seconds), seed=2)
-    projector = Projector(kafka, engine, group_id=f"{kafka.topic_prefix}-p", max_batch=2000)
-    task = asyncio.create_task(projector.run())
+    # The projector runs in its own process, as in production: a watcher polling the
+    # database in the same event loop (and GIL) would slow the very thing it measures.
+    env = {**os.environ, "SIMJOBS_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+           "SIMJOBS_TOPIC_PREFIX": kafka.topic_prefix, "SIMJOBS_DATABASE_URL": url,
+           "SIMJOBS_JOBS_PARTITIONS": str(kafka.jobs_partitions),
+           "SIMJOBS_TASKS_PARTITIONS": str(kafka.tasks_partitions),
+           "SIMJOBS_PROJECTOR_GROUP": f"{kafka.topic_prefix}-p"}
+    projector = subprocess.Popen([sys.executable, "-m", "services.projector"], env=env,  # noqa: ASYNC220
+                                 stderr=subprocess.DEVNULL)
     sent: dict[tuple[int, int], float] = {}
     seen: dict[tuple[int, int], float] = {}
     tick = 0.01
@@ -175,8 +185,8 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
         while not set(sent) <= set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         watcher.cancel()
-    await projector.shutdown()
-    await task
+    projector.terminate()
+    projector.wait(30)
     await engine.dispose()
     lags = sorted((seen[k] - sent[k]) * 1000 for k in sent if k in seen)
     q = statistics.quantiles(lags, n=100)

@@ -49,6 +49,18 @@ CONSUMER_MAX_PARTITION_FETCH_BYTES = 1024 * 1024
 CONSUMER_FETCH_MAX_BYTES = 16 * 1024 * 1024
 
 
+def validate_on_consume() -> bool:
+    """Whether consumers re-validate every event against its schema.
+
+    Producers always validate (a malformed event never enters the log through
+    our code); re-validating on consume costs more than the rest of the
+    projector's per-event work, so it is for tests and for logs that foreign
+    producers write to. Without it a payload the fold cannot read is still
+    skipped and counted, never applied.
+    """
+    return _env("VALIDATE_ON_CONSUME", "0") not in ("", "0", "false", "no")
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """How to reach Kafka and how the topics are named and shaped."""
@@ -250,4 +262,76 @@ def load_api_settings() -> ApiSettings:
         update_key_ttl_seconds=_env_int("API_UPDATE_KEY_TTL", 30 * 24 * 3600),
         login_max_failures=_env_int("API_LOGIN_MAX_FAILURES", 5),
         login_window_seconds=_env_int("API_LOGIN_WINDOW", 300),
+    )
+
+
+# --- direct-platform runner (services.runner) ----------------------------------------------
+
+#: The simulators a job may name (JobSubmitted's ``sim_type``), each configurable through
+#: ``SIMJOBS_SIM_<TYPE>_EXE``; more can be added by setting such a variable.
+SIM_TYPES = ("shieldhit", "fluka", "geant4", "topas", "builtin")
+
+
+def sim_exe_variable(sim_type: str) -> str:
+    """The environment variable that names a simulator's executable."""
+    return f"{PREFIX}SIM_{sim_type.upper()}_EXE"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How a runner executes tasks: parallelism, limits, work dirs, simulator executables."""
+
+    concurrency: int
+    #: Seconds a task may run before it is stopped and failed (0: no limit).
+    wall_time_limit: float
+    #: Seconds between SIGINT and SIGKILL when a task's process group is stopped.
+    grace_seconds: float
+    workdir_root: Path
+    #: sim_type -> executable (path or name on PATH); a type absent here cannot run.
+    executables: dict[str, str]
+    coordinator_group: str = "runner-coordinator"
+    worker_group: str = "runner-workers"
+    #: How this runner names itself in TaskStarted (default ``host:pid``).
+    worker_name: str = ""
+    #: Keep each task's work directory after its artifacts are stored (for debugging).
+    keep_workdirs: bool = False
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name} must be a number, got {raw!r}") from exc
+
+
+def load_runner_settings() -> RunnerSettings:
+    """Read the runner's settings; raises ValueError naming the variable that is wrong."""
+    executables: dict[str, str] = {}
+    for sim_type in SIM_TYPES:
+        value = _env(f"SIM_{sim_type.upper()}_EXE", "")
+        if value:
+            executables[sim_type] = value
+    for name, value in os.environ.items():
+        if name.startswith(PREFIX + "SIM_") and name.endswith("_EXE") and value:
+            sim_type = name[len(PREFIX + "SIM_"):-len("_EXE")].lower()
+            executables.setdefault(sim_type, value)
+    concurrency = _env_int("RUNNER_CONCURRENCY", os.cpu_count() or 1)
+    if concurrency < 1:
+        raise ValueError(f"{PREFIX}RUNNER_CONCURRENCY must be at least 1, got {concurrency}")
+    wall = _env_float("RUNNER_WALL_TIME_LIMIT", 24 * 3600.0)
+    grace = _env_float("RUNNER_GRACE_SECONDS", 10.0)
+    if wall < 0 or grace < 0:
+        raise ValueError(f"{PREFIX}RUNNER_WALL_TIME_LIMIT and {PREFIX}RUNNER_GRACE_SECONDS "
+                         "must not be negative")
+    return RunnerSettings(
+        concurrency=concurrency,
+        wall_time_limit=wall,
+        grace_seconds=grace,
+        workdir_root=Path(_env("RUNNER_WORKDIR", str(default_state_dir() / "runner"))),
+        executables=executables,
+        coordinator_group=_env("RUNNER_COORDINATOR_GROUP", "runner-coordinator"),
+        worker_group=_env("RUNNER_WORKER_GROUP", "runner-workers"),
+        worker_name=_env("RUNNER_NAME", ""),
+        keep_workdirs=_env_bool("RUNNER_KEEP_WORKDIRS", False),
     )

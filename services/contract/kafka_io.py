@@ -34,6 +34,7 @@ from services.settings import (
     MAX_EVENT_BYTES,
     PRODUCER_MAX_REQUEST_BYTES,
     KafkaSettings,
+    validate_on_consume,
 )
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class EventDecoder:
     """
 
     registry: EventRegistry = field(default_factory=default_registry)
-    validate: bool = True
+    validate: bool = field(default_factory=validate_on_consume)
     skipped: Counter[str] = field(default_factory=Counter)
 
     def decode(self, raw: bytes | None) -> Event | None:

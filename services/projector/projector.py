@@ -179,7 +179,13 @@ class Projector:
                 result.skipped["duplicate"] += 1
                 continue
             known.add(event.event_id)
-            new = apply(self._cache.get(event.job_id), event)
+            try:
+                new = apply(self._cache.get(event.job_id), event)
+            except (KeyError, TypeError, ValueError) as exc:
+                # Only an unvalidated foreign event can get here; skip it, never crash on it.
+                log.warning("skipping event %s the fold cannot read: %r", event.event_id, exc)
+                result.skipped[f"invalid:{event.type}"] += 1
+                continue
             if new is None:
                 result.skipped["orphan"] += 1
                 continue

@@ -184,15 +184,15 @@ TASK_EVENTS = frozenset(
 )
 
 
-def _derived_state(view: JobView) -> JobState:
+def _derived_state(state: JobState, tasks: tuple[TaskView, ...]) -> JobState:
     """Where task events leave a job that no job-level event has ended."""
-    if view.state is S.MERGING_RUNNING:
-        return view.state
-    if view.tasks and all(t.state.terminal for t in view.tasks):
+    if state is S.MERGING_RUNNING:
+        return state
+    if tasks and all(t.state.terminal for t in tasks):
         return S.MERGING_QUEUED
-    if any(t.state is not S.PENDING for t in view.tasks):
+    if any(t.state is not S.PENDING for t in tasks):
         return S.RUNNING
-    return view.state
+    return state
 
 
 def _end(view: JobView, state: JobState, at: datetime, **changes: Any) -> JobView:
@@ -205,21 +205,22 @@ def apply(view: JobView | None, event: Event) -> JobView | None:
         return view if view is not None else _submitted(event)
     if view is None:
         return None
-    view = replace(view, updated_at=max(view.updated_at, event.occurred_at),
-                   event_count=view.event_count + 1)
     p = event.payload
     at = event.occurred_at
+    updated_at = max(view.updated_at, at)
     if event.type in TASK_EVENTS:
+        # The hot path (progress): one copy of the view per event.
         index = p["task_index"]
-        if index >= len(view.tasks):
-            return view  # no such task: nothing to change
-        old = view.tasks[index]
-        new = _task_update(old, event)
-        if new is not old:
-            view = replace(view, tasks=(*view.tasks[:index], new, *view.tasks[index + 1:]))
-        if not view.state.terminal:
-            view = replace(view, state=_derived_state(view))
-        return view
+        tasks = view.tasks
+        if index < len(tasks):
+            old = tasks[index]
+            new = _task_update(old, event)
+            if new is not old:
+                tasks = (*tasks[:index], new, *tasks[index + 1:])
+        state = view.state if view.state.terminal else _derived_state(view.state, tasks)
+        return replace(view, tasks=tasks, state=state, updated_at=updated_at,
+                       event_count=view.event_count + 1)
+    view = replace(view, updated_at=updated_at, event_count=view.event_count + 1)
     if event.type == "BatchSubmitted":
         return replace(view, cluster_name=p["cluster_name"], array_job_id=p["array_job_id"],
                        collect_job_id=p["collect_job_id"], job_dir=p["job_dir"])
