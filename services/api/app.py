@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.api import auth, jobs, listing, openapi, results
 from services.api.auth import (
@@ -22,7 +21,7 @@ from services.api.auth import (
     SECRETS,
     KeycloakVerifier,
     LoginLimiter,
-    create_auth_schema,
+    auth_metadata,
     load_secrets,
 )
 from services.api.common import API_SETTINGS, ARTIFACTS, ENGINE, PRODUCER, SETTINGS
@@ -38,16 +37,9 @@ log = logging.getLogger(__name__)
 
 
 async def _create_schemas(app: web.Application) -> None:
-    """Read-model and auth tables; retried because a projector may create them concurrently."""
-    for attempt in range(5):
-        try:
-            await create_schema(app[ENGINE])
-            await create_auth_schema(app[ENGINE])
-            return
-        except SQLAlchemyError:
-            if attempt == 4:
-                raise
-            await asyncio.sleep(0.2 * (attempt + 1))
+    """Read-model and auth tables (create_schema retries the start-up race)."""
+    await create_schema(app[ENGINE])
+    await create_schema(app[ENGINE], auth_metadata)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -102,11 +102,6 @@ sessions = Table(
 )
 
 
-async def create_auth_schema(engine: AsyncEngine) -> None:
-    """Create the users and sessions tables if they do not exist."""
-    async with engine.begin() as conn:
-        await conn.run_sync(auth_metadata.create_all)
-
 
 # --- secrets ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ works by URL. Times are stored as naive UTC and come back timezone-aware.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
@@ -166,10 +168,24 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create the tables that do not exist yet."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+async def create_schema(engine: AsyncEngine, schema: MetaData | None = None) -> None:
+    """Create the tables that do not exist yet.
+
+    Retried a few times: the API and the projector start together and may both
+    create the same tables, and the loser of that race gets "already exists".
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database keeps failing.
+    """
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync((schema or metadata).create_all)
+            return
+        except SQLAlchemyError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
