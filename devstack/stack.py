@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from devstack import kafka_broker, process_alive, read_pid, tail
+from devstack import kafka_broker, postgres, process_alive, read_pid, tail
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import Settings, load_settings
@@ -168,6 +168,13 @@ def down() -> int:
         _stop_service(service.name)
     if kafka_broker.stop():
         print("kafka: stopped")
+    # The test sessions' broker and PostgreSQL are left running between sessions.
+    test_kafka = Path.home() / ".cache" / "simjobs" / "kafka-test"
+    if kafka_broker.stop(Path(os.environ.get("SIMJOBS_TEST_KAFKA_HOME", test_kafka))):
+        print("kafka (tests): stopped")
+    test_pg = Path.home() / ".cache" / "simjobs" / "postgres-test"
+    if postgres.stop(Path(os.environ.get("SIMJOBS_TEST_PG_HOME", test_pg))):
+        print("postgresql (tests): stopped")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +31,14 @@ TEST_PG_HOME = Path(os.environ.get("SIMJOBS_TEST_PG_HOME",
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """The session's broker (the project's own, or SIMJOBS_KAFKA_BOOTSTRAP's)."""
-    was_running = kafka_broker.status(TEST_KAFKA_HOME) is not None
-    handle = kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home())
-    yield handle.bootstrap
-    if not was_running and not handle.external:
-        kafka_broker.stop(TEST_KAFKA_HOME)
+def kafka_bootstrap() -> str:
+    """The session's broker (the project's own test broker, or SIMJOBS_KAFKA_BOOTSTRAP's).
+
+    It is left running at the end: another test session may be using it (stopping it
+    would pull the broker from under that session), and the next session starts
+    faster. ``make down`` stops it.
+    """
+    return kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home()).bootstrap
 
 
 def new_prefix() -> str:
@@ -55,13 +56,10 @@ async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[postgres.PostgresHandle]:
-    """The session's PostgreSQL server (installed and started by the project)."""
-    was_running = postgres.status(TEST_PG_HOME) is not None
-    handle = postgres.start(TEST_PG_HOME)
-    yield handle
-    if not was_running and not handle.external:
-        postgres.stop(TEST_PG_HOME)
+def postgres_server() -> postgres.PostgresHandle:
+    """The session's PostgreSQL server (installed and started by the project; left running
+    for the same reason as the broker, stopped by ``make down``)."""
+    return postgres.start(TEST_PG_HOME)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
