@@ -82,9 +82,19 @@ def _settings(env: dict[str, str]) -> Settings:
         os.environ.update(saved)
 
 
+def _runner_ready(env: dict[str, str]) -> bool:
+    """The runner logs its start line once its topics exist and it is about to consume."""
+    try:
+        return "runner (" in _log_file("runner").read_text(errors="replace")
+    except OSError:
+        return False
+
+
 SERVICES = [
     Service("projector", "services.projector", _db_ready,
             lambda env: f"read model at {_settings(env).database.url}"),
+    Service("runner", "services.runner", _runner_ready,
+            lambda env: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE)"),
     Service("api", "services.api", _api_ready, _api_url),
 ]
 
@@ -113,7 +123,7 @@ def _start_service(service: Service, env: dict[str, str], timeout: float) -> Non
     log = _log_file(service.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(service.name).parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("wb") as out:  # a fresh log per start: readiness is read from it
         proc = subprocess.Popen(
             [sys.executable, "-m", service.module], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

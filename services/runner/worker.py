@@ -148,10 +148,14 @@ class ProgressThrottle:
             await self._emit(simulated, eta)
 
     async def close(self) -> None:
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        """Drop a held value; re-raise an error the delayed send met (e.g. PublishFailed)."""
+        flusher = self._flusher
+        if flusher is None:
+            return
+        if not flusher.done():
+            flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
 
 
 # --- following the jobs topic --------------------------------------------------------------
@@ -569,18 +573,19 @@ class Worker:
                 await throttle.update(progress.simulated, progress.eta_seconds)
 
         try:
-            done = await process.wait(on_line, time_limit=self.settings.wall_time_limit,
-                                      grace=self.settings.grace_seconds)
+            done: CompletedProcess | ProcessTimeout = await process.wait(
+                on_line, time_limit=self.settings.wall_time_limit,
+                grace=self.settings.grace_seconds)
         except ProcessTimeout as exc:
-            await throttle.close()
-            if running.abandoned:
-                raise _Abandoned from exc
-            log_ref = await self.artifacts.aput_bytes(exc.output)
-            await self._fail(item, str(exc), log_ref=log_ref, state="TIMEOUT")
-            return
-        await throttle.close()
+            done = exc
+        finally:
+            await throttle.close()  # no progress after the task's end
         if running.abandoned:
             raise _Abandoned
+        if isinstance(done, ProcessTimeout):
+            log_ref = await self.artifacts.aput_bytes(done.output)
+            await self._fail(item, str(done), log_ref=log_ref, state="TIMEOUT")
+            return
         log_ref = await self.artifacts.aput_bytes(done.output)
         if running.cancel_seen():
             await self._canceled(item, "job canceled", done)

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""A stand-in for the SHIELD-HIT12A binary, for the runner's tests (standard library only).
+
+Command line as the real one: ``fake_simulator.py -N <seed> <workdir>``. It
+reads NSTAT from ``<workdir>/beam.dat``, prints SHIELD-HIT-style lines
+(``Requested number of primaries NSTAT``, ``Primary particle no. <k> ETR: ...``,
+``Run time: ...``) to stdout and to ``shieldhit_<NNNN>.log``, and writes one
+estimator, ``z_profile_<NNNN>.json``, in the result schema: a depth-dose
+profile whose noise depends on the seed and the number of primaries, so the
+same task always gives the same numbers and a merge can be checked.
+
+Test hooks:
+
+* ``beam.dat`` line ``FAIL`` -> exit 2 half-way; ``FAIL <seed> ...`` -> only for those seeds;
+* ``FAKE_SIM_STEP_SECONDS`` -> sleep per progress step (default 0.05; 10 steps);
+* ``FAKE_SIM_CHILD=1`` -> start a helper child in the same process group (it only sleeps);
+* ``FAKE_SIM_IGNORE_SIGINT=1`` -> ignore SIGINT, so only SIGKILL stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BINS = 40
+DEPTH_CM = 20.0
+STEPS = 10
+
+
+def read_beam(workdir: Path) -> tuple[int, list[int] | None]:
+    """NSTAT and the seeds that must fail (``[]``: all, ``None``: none)."""
+    nstat = 0
+    fail: list[int] | None = None
+    for line in (workdir / "beam.dat").read_text().splitlines():
+        tokens = line.split("!", 1)[0].split()
+        if not tokens:
+            continue
+        if tokens[0].upper() == "NSTAT" and len(tokens) > 1:
+            nstat = int(float(tokens[1]))
+        elif tokens[0] == "FAIL":
+            fail = [int(t) for t in tokens[1:]]
+    return nstat, fail
+
+
+def profile(seed: int, primaries: int) -> list[float]:
+    """Dose per primary in depth bins: a Bragg-like curve with seed-dependent noise."""
+    rng = random.Random(seed)
+    peak = 15.0
+    values = []
+    for i in range(BINS):
+        z = (i + 0.5) * DEPTH_CM / BINS
+        clean = 0.0 if z > peak + 0.5 else 1.0 + 3.0 * math.exp(-((z - peak) ** 2) / 0.8)
+        noise = rng.gauss(0.0, 1.0) / math.sqrt(max(primaries, 1))
+        values.append(round(clean * (1.0 + noise), 12))
+    return values
+
+
+def estimator(seed: int, primaries: int) -> dict[str, object]:
+    return {
+        "name": "z_profile",
+        "metadata": {"geometry": "Cyl", "z_min": 0.0, "z_max": DEPTH_CM, "bins": BINS},
+        "pages": [{
+            "metadata": {"page_number": 0, "page_name": "DOSE", "page_dimension": 1},
+            "dimensions": 1,
+            "data": {"name": "Dose", "unit": "Gy", "values": profile(seed, primaries)},
+        }],
+    }
+
+
+def helper() -> int:
+    """A child that only waits to be killed (it ignores nothing)."""
+    while True:
+        time.sleep(1)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "--helper":
+        return helper()
+    if len(argv) != 3 or argv[0] != "-N":
+        print("usage: fake_simulator.py -N <seed> <workdir>", file=sys.stderr)
+        return 64
+    seed, workdir = int(argv[1]), Path(argv[2])
+    if os.environ.get("FAKE_SIM_IGNORE_SIGINT") == "1":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get("FAKE_SIM_CHILD") == "1":
+        subprocess.Popen([sys.executable, __file__, "--helper", str(workdir)])
+    step_seconds = float(os.environ.get("FAKE_SIM_STEP_SECONDS", "0.05"))
+    nstat, fail = read_beam(workdir)
+    must_fail = fail is not None and (not fail or seed in fail)
+    log = (workdir / f"shieldhit_{seed:04d}.log").open("w")
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        log.write(text + "\n")
+        log.flush()
+
+    started = time.monotonic()
+    say("SHIELD-HIT12A (fake for tests)")
+    say(f"Random seed (-N)                         : {seed}")
+    say(f"Requested number of primaries NSTAT      :  {nstat}")
+    steps = min(STEPS, nstat) or 1
+    for step in range(1, steps + 1):
+        time.sleep(step_seconds)
+        if must_fail and step > steps // 2:
+            print(f"ERROR: FAIL card in beam.dat (seed {seed})", file=sys.stderr, flush=True)
+            return 2
+        done = nstat * step // steps
+        left = round(step_seconds * (steps - step))
+        say(f"Primary particle no. {done:>10} ETR: {left // 3600:>2} hour(s) "
+            f"{left % 3600 // 60:>2} minute(s) {left % 60:>2} second(s)")
+    (workdir / f"z_profile_{seed:04d}.json").write_text(json.dumps(estimator(seed, nstat)))
+    took = round(time.monotonic() - started)
+    say(f"Run time: {took // 3600} hour(s) {took % 3600 // 60} minute(s) {took % 60} second(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT)", file=sys.stderr, flush=True)
+        sys.exit(130)
