@@ -120,7 +120,9 @@ class Projector:
             aiokafka.errors.KafkaError: Kafka failed in a way the client does not retry.
             sqlalchemy.exc.SQLAlchemyError: the database failed (the batch is not applied).
         """
-        await rm.create_schema(self.engine)
+        if await rm.rebuild_if_schema_changed(self.engine):
+            log.warning("read-model tables were made by other code: dropped, replaying the log")
+        await rm.create_schema(self.engine, stamp=True)
         self._consumer = make_consumer(self.kafka, group_id=self.group_id)
         self._consumer.subscribe([self.topic], listener=_Seeker(self))
         await self._consumer.start()

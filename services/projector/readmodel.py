@@ -9,6 +9,7 @@ works by URL. Times are stored as naive UTC and come back timezone-aware.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -142,6 +144,23 @@ projector_skips = Table(
     Column("count", BigInteger, nullable=False),
 )
 
+#: The read model's schema fingerprint: when the code's tables change, the projector
+#: drops its tables and replays the log (a projection is always rebuildable).
+readmodel_meta = Table(
+    "readmodel_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def schema_fingerprint() -> str:
+    """A hash of every projection table's columns and types."""
+    parts = sorted(f"{table.name}.{column.name}:{column.type!r}:{column.nullable}"
+                   for table in metadata.sorted_tables for column in table.columns)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 JOB_COLUMNS = [c.name for c in jobs.columns]
 TASK_COLUMNS = [c.name for c in tasks.columns]
 
@@ -168,7 +187,28 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-async def create_schema(engine: AsyncEngine, schema: MetaData | None = None) -> None:
+async def rebuild_if_schema_changed(engine: AsyncEngine) -> bool:
+    """Drop the projection's tables when they were made by other code; True if dropped.
+
+    Only the projector calls this (it owns these tables): it then creates them
+    afresh and, having no stored offsets, replays the log from offset 0.
+    """
+    async with engine.begin() as conn:
+        names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        if "jobs" not in names:
+            return False
+        stored = None
+        if "readmodel_meta" in names:
+            stored = (await conn.execute(select(readmodel_meta.c.value).where(
+                readmodel_meta.c.key == "schema"))).scalar_one_or_none()
+        if stored == schema_fingerprint():
+            return False
+        await conn.run_sync(metadata.drop_all)
+    return True
+
+
+async def create_schema(engine: AsyncEngine, schema: MetaData | None = None,
+                        *, stamp: bool = False) -> None:
     """Create the tables that do not exist yet.
 
     Retried a few times: the API and the projector start together and may both
@@ -181,6 +221,9 @@ async def create_schema(engine: AsyncEngine, schema: MetaData | None = None) -> 
         try:
             async with engine.begin() as conn:
                 await conn.run_sync((schema or metadata).create_all)
+                if stamp:  # only the projector, the tables' owner, vouches for them
+                    await conn.execute(upsert(conn, readmodel_meta),
+                                       [{"key": "schema", "value": schema_fingerprint()}])
             return
         except SQLAlchemyError:
             if attempt == 4:
