@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +31,20 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT = 8 * 1024 * 1024
 """How much of a task's output is kept for its log artifact (the end is kept)."""
 READ_CHUNK = 64 * 1024
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: have Linux SIGKILL it when the runner dies.
+
+    A runner killed with SIGKILL cannot stop its simulators; without this they
+    would run on, orphaned, while another runner re-runs their tasks. Only
+    async-signal-safe work happens here (one prctl call through ctypes).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,7 @@ class SimProcess:
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
 
     def signal_group(self, sig: int) -> bool:

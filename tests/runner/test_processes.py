@@ -145,3 +145,26 @@ async def test_sigterm_leaves_running_tasks_to_the_next_runner(
         text = st2.artifacts.get_bytes(e.payload["log_ref"]).decode()
         assert f": {task_seed(9, e.payload['task_index'])}\n" in text  # the same seed again
     assert len(of_type(events, "TaskScheduled")) == 2
+
+
+async def test_sigkill_of_a_runner_kills_its_simulators_and_the_job_still_completes(
+        kafka_settings: KafkaSettings, runner_settings: RunnerSettings, tmp_path: Path) -> None:
+    log = tmp_path / "r1.log"
+    env = runner_env(kafka_settings, runner_settings, tmp_path, "r1", 1.0)
+    env["FAKE_SIM_KEEP_GOING"] = "1"  # only the kernel can stop it once r1 is gone
+    async with stack(kafka_settings, None, tmp_path) as st, runner_process(env, log) as r1:
+        job_id = await st.submit(beam(200), ntasks=2, primaries=200, base_seed=11)
+        workdir = tmp_path / "work-r1"
+        await wait_for(lambda: len(processes_under(workdir)) == 2, "r1's simulators")
+        pids = processes_under(workdir)
+        r1.kill()
+        await r1.wait()
+        await wait_for(lambda: not any(pid in processes_under(workdir) for pid in pids),
+                       "the killed runner's simulators to die", within=5.0)
+    async with stack(kafka_settings, with_(runner_settings, worker_name="r2"), tmp_path) as st2:
+        view = await st2.wait_state(job_id, S.COMPLETED, S.FAILED, S.CANCELED)
+        assert view.state is S.COMPLETED, view.failure_reason
+        events = await st2.wait_events(job_id, lambda es: bool(of_type(es, "JobCompleted")))
+    for e in of_type(events, "TaskCompleted"):
+        text = st2.artifacts.get_bytes(e.payload["log_ref"]).decode()
+        assert f": {task_seed(11, e.payload['task_index'])}\n" in text  # same seed re-run

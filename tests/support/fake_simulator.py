@@ -14,7 +14,9 @@ Test hooks:
 * ``beam.dat`` line ``FAIL`` -> exit 2 half-way; ``FAIL <seed> ...`` -> only for those seeds;
 * ``FAKE_SIM_STEP_SECONDS`` -> sleep per progress step (default 0.05; 10 steps);
 * ``FAKE_SIM_CHILD=1`` -> start a helper child in the same process group (it only sleeps);
-* ``FAKE_SIM_IGNORE_SIGINT=1`` -> ignore SIGINT, so only SIGKILL stops it.
+* ``FAKE_SIM_IGNORE_SIGINT=1`` -> ignore SIGINT, so only SIGKILL stops it;
+* ``FAKE_SIM_KEEP_GOING=1`` -> carry on (writing its log file only) when its output is
+  closed, as a simulator that logs to a file does when its parent is gone.
 """
 
 from __future__ import annotations
@@ -96,8 +98,15 @@ def main(argv: list[str]) -> int:
     must_fail = fail is not None and (not fail or seed in fail)
     log = (workdir / f"shieldhit_{seed:04d}.log").open("w")
 
+    keep_going = os.environ.get("FAKE_SIM_KEEP_GOING") == "1"
+
     def say(text: str) -> None:
-        print(text, flush=True)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            if not keep_going:
+                raise
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         log.write(text + "\n")
         log.flush()
 
