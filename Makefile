@@ -28,3 +28,4 @@ unit: bootstrap
 
 bench: bootstrap
 	$(PY) -m bench.projector_bench
+	$(PY) -m bench.api_bench
