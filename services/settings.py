@@ -12,8 +12,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 PREFIX = "SIMJOBS_"
+
+_Number = TypeVar("_Number", int, float)
 
 #: Every environment variable the code reads, with its default (as text).
 ENV_VARS: dict[str, str] = {}
@@ -24,12 +27,18 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(PREFIX + name, default)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: _Number) -> _Number:
     raw = _env(name, str(default))
+    kind = type(default)
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ValueError(f"{PREFIX}{name} must be an integer, got {raw!r}") from exc
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{PREFIX}{name} must be {what}, got {raw!r}") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_number(name, default)
 
 
 def default_state_dir() -> Path:
@@ -298,11 +307,7 @@ class RunnerSettings:
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{PREFIX}{name} must be a number, got {raw!r}") from exc
+    return _env_number(name, default)
 
 
 def load_runner_settings() -> RunnerSettings:
