@@ -122,7 +122,7 @@ class Projector:
         """
         if await rm.rebuild_if_schema_changed(self.engine):
             log.warning("read-model tables were made by other code: dropped, replaying the log")
-        await rm.create_schema(self.engine, stamp=True)
+        await rm.create_schema(self.engine)
         self._consumer = make_consumer(self.kafka, group_id=self.group_id)
         self._consumer.subscribe([self.topic], listener=_Seeker(self))
         await self._consumer.start()

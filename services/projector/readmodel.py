@@ -207,11 +207,12 @@ async def rebuild_if_schema_changed(engine: AsyncEngine) -> bool:
     return True
 
 
-async def create_schema(engine: AsyncEngine, schema: MetaData | None = None,
-                        *, stamp: bool = False) -> None:
+async def create_schema(engine: AsyncEngine, schema: MetaData | None = None) -> None:
     """Create the tables that do not exist yet.
 
-    Retried a few times: the API and the projector start together and may both
+    Tables created here are stamped with this code's fingerprint; tables found
+    already there are left as they are, for the projector to judge
+    (:func:`rebuild_if_schema_changed`). Retried a few times: the API and the projector start together and may both
     create the same tables, and the loser of that race gets "already exists".
 
     Raises:
@@ -220,8 +221,10 @@ async def create_schema(engine: AsyncEngine, schema: MetaData | None = None,
     for attempt in range(5):
         try:
             async with engine.begin() as conn:
+                fresh = schema is None and "jobs" not in await conn.run_sync(
+                    lambda c: inspect(c).get_table_names())
                 await conn.run_sync((schema or metadata).create_all)
-                if stamp:  # only the projector, the tables' owner, vouches for them
+                if fresh:  # made by this code just now: vouch for the tables
                     await conn.execute(upsert(conn, readmodel_meta),
                                        [{"key": "schema", "value": schema_fingerprint()}])
             return
