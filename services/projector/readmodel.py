@@ -212,7 +212,9 @@ async def create_schema(engine: AsyncEngine, schema: MetaData | None = None) -> 
 
     Tables created here are stamped with this code's fingerprint; tables found
     already there are left as they are, for the projector to judge
-    (:func:`rebuild_if_schema_changed`). Retried a few times: the API and the projector start together and may both
+    (:func:`rebuild_if_schema_changed`).
+
+    Retried a few times: the API and the projector start together and may both
     create the same tables, and the loser of that race gets "already exists".
 
     Raises:
