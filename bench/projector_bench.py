@@ -36,13 +36,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
 from services.contract.envelope import Event, utc_now
 from services.contract.kafka_io import EventProducer
-from services.contract.log_reader import topic_partitions
+from services.contract.log_reader import end_offsets as log_end_offsets
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
 from services.projector.projector import PROJECTION, Projector
@@ -76,14 +75,7 @@ def kafka_for(bootstrap: str) -> KafkaSettings:
 
 
 async def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
-    tps = await topic_partitions(kafka, kafka.jobs_topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        return {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
+    return await log_end_offsets(kafka, kafka.jobs_topic)
 
 
 async def stored(engine: AsyncEngine, kafka: KafkaSettings) -> dict[int, int]:

@@ -19,14 +19,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.audit import cli
 from services.contract.envelope import Event
 from services.contract.kafka_io import EventProducer
-from services.contract.log_reader import topic_partitions
+from services.contract.log_reader import end_offsets as log_end_offsets
 from services.contract.registry import EventRegistry
 from services.projector import readmodel as rm
 from services.projector.projector import PROJECTION, Projector
@@ -55,15 +54,7 @@ async def publish(kafka: KafkaSettings, events: Sequence[Event], *, chunk: int =
 
 
 async def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
-    tps = await topic_partitions(kafka, kafka.jobs_topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: int(o) for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
+    return await log_end_offsets(kafka, kafka.jobs_topic)
 
 
 async def stored_offsets(engine: AsyncEngine, kafka: KafkaSettings) -> dict[int, int]:

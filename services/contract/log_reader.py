@@ -40,6 +40,19 @@ async def topic_partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartit
     return []
 
 
+async def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """The end offset (next offset to be written) of each partition of ``topic``."""
+    tps = await topic_partitions(kafka, topic)
+    consumer = make_consumer(kafka)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: int(o) for tp, o in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 @dataclass
 class LogReader:
     """Batches of raw records from offset 0 to a stop offset per partition.
