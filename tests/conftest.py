@@ -46,13 +46,20 @@ def new_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Settings with this test's own topics, created as the services create them."""
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=new_prefix(),
-                             jobs_partitions=3, tasks_partitions=4, client_id="test")
+async def fresh_topics(bootstrap: str, *, tasks_partitions: int = 4,
+                       client_id: str = "test") -> KafkaSettings:
+    """Settings with topics of their own, created as the services create them."""
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=new_prefix(),
+                             jobs_partitions=3, tasks_partitions=tasks_partitions,
+                             client_id=client_id)
     await ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+async def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings with this test's own topics."""
+    return await fresh_topics(kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")

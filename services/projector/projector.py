@@ -43,10 +43,10 @@ class BatchResult:
 
 
 class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Rebalance callbacks run beside an in-flight batch: they wait for it to commit."""
+
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
-
-    """Rebalance callbacks run beside an in-flight batch: they wait for it to commit."""
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self.projector.batch_lock:

@@ -23,7 +23,6 @@ from devstack import postgres
 from services.api.app import create_app
 from services.api.openapi import spec
 from services.contract.envelope import utc_now
-from services.contract.topics import ensure_topics
 from services.projector.projector import Projector
 from services.projector.readmodel import make_engine
 from services.settings import (
@@ -35,7 +34,7 @@ from services.settings import (
     ProjectorSettings,
     Settings,
 )
-from tests.conftest import new_prefix
+from tests.conftest import fresh_topics
 
 REALM = "test"
 AUDIENCE = "yaptide"
@@ -174,10 +173,7 @@ def api_settings(realm: Realm, **overrides: Any) -> ApiSettings:
 
 @pytest.fixture(scope="module")
 async def module_kafka(kafka_bootstrap: str) -> KafkaSettings:
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=new_prefix(),
-                             jobs_partitions=3, tasks_partitions=2, client_id="test-api")
-    await ensure_topics(settings)
-    return settings
+    return await fresh_topics(kafka_bootstrap, tasks_partitions=2, client_id="test-api")
 
 
 @pytest.fixture(scope="module")
