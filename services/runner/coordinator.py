@@ -137,7 +137,9 @@ class Coordinator:
         self.artifacts = artifacts
         self.views: dict[str, JobView] = {}
         self.tracks: dict[str, JobTrack] = {}
-        self._seen: set[str] = set()
+        #: Event ids applied so far, per jobs partition: forgotten with the partition, so
+        #: that a partition assigned again is folded again from its first event.
+        self._seen: dict[int, set[str]] = {}
         self._catching_up: dict[TopicPartition, int] = {}
         self._decoder = EventDecoder()
         self._own_producer = producer is None
@@ -164,6 +166,8 @@ class Coordinator:
         for job in gone:
             self.tracks.pop(job, None)
             self.views.pop(job, None)
+        for partition in partitions:
+            self._seen.pop(partition, None)
         self._catching_up = {tp: end for tp, end in self._catching_up.items()
                              if tp.partition not in partitions}
 
@@ -214,9 +218,10 @@ class Coordinator:
 
     async def _record(self, tp: TopicPartition, raw: bytes | None) -> None:
         event = self._decoder.decode(raw)
-        if event is None or event.event_id in self._seen:
+        seen = self._seen.setdefault(tp.partition, set())
+        if event is None or event.event_id in seen:
             return
-        self._seen.add(event.event_id)
+        seen.add(event.event_id)
         try:
             view = apply(self.views.get(event.job_id), event)
         except (KeyError, TypeError, ValueError) as exc:  # a payload the fold cannot read

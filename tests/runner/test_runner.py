@@ -11,6 +11,7 @@ import pytest
 from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, split_primaries, task_seed
+from services.contract.kafka_io import make_consumer
 from services.runner.merge import TaskResult, merge_results
 from services.settings import KafkaSettings, RunnerSettings
 from tests.runner.conftest import beam, helpers, of_type, processes_under, stack, with_
@@ -196,3 +197,27 @@ async def test_wall_time_limit_stops_and_fails_the_task(
     assert failed.payload["platform_state"]["state"] == "TIMEOUT"
     assert "Primary particle no." in st.artifacts.get_bytes(failed.payload["log_ref"]).decode()
     assert not processes_under(settings.workdir_root)
+
+
+async def test_coordinator_given_back_its_partitions_mid_job_still_finishes_it(
+        kafka_settings: KafkaSettings, runner_settings: RunnerSettings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebalance of the coordinator group mid-job (another member joins, then leaves)
+    hands the job's partition back to the coordinator that already folded its events:
+    it must fold them again, or the job is stuck MERGING_QUEUED (seen in CI)."""
+    monkeypatch.setenv("FAKE_SIM_STEP_SECONDS", "0.3")
+    async with stack(kafka_settings, runner_settings, tmp_path) as st:
+        job_id = await st.submit(beam(400), ntasks=2, primaries=400)
+        await st.wait_state(job_id, S.RUNNING)
+        intruder = make_consumer(kafka_settings, group_id=runner_settings.coordinator_group)
+        intruder.subscribe([kafka_settings.jobs_topic])
+        await intruder.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not intruder.assignment():  # the group has rebalanced around it
+                assert time.monotonic() < deadline, "the intruder never joined the group"
+                await intruder.getmany(timeout_ms=100)
+        finally:
+            await intruder.stop()  # leaves the group: a second rebalance
+        view = await st.wait_state(job_id, *TERMINAL)
+    assert view.state is S.COMPLETED, view.failure_reason
