@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.runner.merge import MergeError, TaskResult, merge_results
+from services.simulators.merge import MergeError, TaskResult, merge_results
 
 
 def doc(values: list[float], name: str = "z_profile") -> dict[str, Any]:

@@ -12,7 +12,7 @@ the same function the read model uses.
   lose a task for good. A job that already has TaskScheduled is never
   scheduled again.
 * Every task ended: MergeStarted, the completed tasks' results merged
-  (:func:`services.runner.merge.merge_results`) and stored, then JobCompleted,
+  (:func:`services.simulators.merge.merge_results`) and stored, then JobCompleted,
   or JobFailed with a partial result (some tasks failed) or with the reasons
   (all failed, or the merge itself failed). A job is never left MERGING.
 * CancelRequested: once every task has reported its end (the workers stop
@@ -45,9 +45,9 @@ from services.contract.errors import PublishFailed
 from services.contract.jobs import JobState, split_primaries, task_seed
 from services.contract.kafka_io import EventDecoder, EventProducer, make_consumer
 from services.projector.state import JobView, TaskView, apply
-from services.runner.merge import MergeError, TaskResult, merge_results
 from services.runner.work import WorkItem, task_partition
 from services.settings import PRODUCER_MAX_REQUEST_BYTES, KafkaSettings, RunnerSettings
+from services.simulators.merge import MergeError, TaskResult, merge_results
 
 log = logging.getLogger(__name__)
 

@@ -43,11 +43,13 @@ from services.artifacts.store import ArtifactError, ArtifactStore
 from services.contract.envelope import Event, derived_event_id
 from services.contract.kafka_io import EventDecoder, EventProducer, make_consumer
 from services.contract.log_reader import topic_partitions
-from services.runner.errors import BadInput, CollectError, ProcessTimeout, RunnerError
+from services.runner.errors import ProcessTimeout
 from services.runner.process import CompletedProcess, SimProcess
-from services.runner.simulator import Simulator, SimulatorRegistry
 from services.runner.work import BadWorkItem, WorkItem
 from services.settings import KafkaSettings, RunnerSettings
+from services.simulators.base import Simulator, write_task_files
+from services.simulators.errors import BadInput, CollectError, SimulatorError
+from services.simulators.registry import SimulatorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -539,10 +541,10 @@ class Worker:
             simulator: Simulator = self.registry.get(item.sim_type)
             files = await self._input_files(item)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-            await asyncio.to_thread(simulator.prepare, workdir, files, item.primaries,
-                                    item.seed)
-            argv = simulator.command(workdir)
-        except (RunnerError, OSError) as exc:
+            task_files = simulator.task_files(files, item.primaries, item.seed)
+            await asyncio.to_thread(write_task_files, workdir, task_files)
+            argv = simulator.command(workdir, item.seed)
+        except (SimulatorError, OSError) as exc:
             await self._fail(item, str(exc))
             return
         if self._stop.is_set():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from services.contract.jobs import JobState, task_seed
-from services.runner.merge import TaskResult, merge_results
 from services.settings import KafkaSettings, RunnerSettings
+from services.simulators.merge import TaskResult, merge_results
 from tests.runner.conftest import ROOT, beam, of_type, processes_under, stack, with_
 
 pytestmark = pytest.mark.kafka

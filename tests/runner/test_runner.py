@@ -12,8 +12,8 @@ from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, split_primaries, task_seed
 from services.contract.kafka_io import make_consumer
-from services.runner.merge import TaskResult, merge_results
 from services.settings import KafkaSettings, RunnerSettings
+from services.simulators.merge import TaskResult, merge_results
 from tests.runner.conftest import beam, helpers, of_type, processes_under, stack, with_
 
 pytestmark = pytest.mark.kafka

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from services.runner.errors import BadInput, CollectError, SimulatorUnavailable
-from services.runner.simulator import Progress, ShieldHit, SimulatorRegistry, set_nstat
 from services.runner.work import BadWorkItem, WorkItem, task_partition
 from services.runner.worker import OffsetTracker, ProgressThrottle
 from services.settings import load_runner_settings
+from services.simulators.base import Progress, write_task_files
+from services.simulators.errors import BadInput, CollectError, SimulatorUnavailable
+from services.simulators.registry import SimulatorRegistry
+from services.simulators.shieldhit import ShieldHit, set_nstat
 from tests.runner.conftest import FAKE_SIMULATOR, beam
 
 
@@ -35,15 +37,20 @@ def test_nstat_is_rewritten_and_other_cards_kept() -> None:
     assert set_nstat("TMAX0 150", 7) == "TMAX0 150\nNSTAT 7 0\n"
 
 
-def test_prepare_and_command(tmp_path: Path) -> None:
+def test_task_files_and_command(tmp_path: Path) -> None:
     sim = ShieldHit("/opt/sh12a")
-    sim.prepare(tmp_path / "w", beam(1000), 333, 98765)
-    assert "NSTAT 333 0" in (tmp_path / "w" / "beam.dat").read_text()
-    assert sim.command(tmp_path / "w") == ["/opt/sh12a", "-N", "98765", str(tmp_path / "w")]
+    files = sim.task_files(beam(1000), 333, 98765)
+    assert "NSTAT 333 0" in files["beam.dat"]
+    assert files["geo.dat"] == beam(1000)["geo.dat"]
+    assert sim.command(tmp_path / "w", 98765) == ["/opt/sh12a", "-N", "98765", str(tmp_path / "w")]
     with pytest.raises(BadInput, match="bad input file name"):
-        sim.prepare(tmp_path / "x", {"beam.dat": "NSTAT 1", "../evil": ""}, 1, 1)
+        sim.task_files({"beam.dat": "NSTAT 1", "../evil": ""}, 1, 1)
     with pytest.raises(BadInput, match=r"no beam\.dat"):
-        sim.prepare(tmp_path / "y", {"geo.dat": ""}, 1, 1)
+        sim.task_files({"geo.dat": ""}, 1, 1)
+    write_task_files(tmp_path / "w", files)
+    assert (tmp_path / "w" / "beam.dat").read_text() == files["beam.dat"]
+    with pytest.raises(BadInput, match="bad input file name"):
+        write_task_files(tmp_path / "x", {"..": ""})
 
 
 def test_collect_refuses_missing_output(tmp_path: Path) -> None:
@@ -129,7 +136,7 @@ def run_fake(workdir: Path, seed: int) -> subprocess.CompletedProcess[str]:
 def test_fake_simulator_is_deterministic_by_seed(tmp_path: Path) -> None:
     outputs = []
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
-        ShieldHit("x").prepare(tmp_path / name, beam(500), 500, seed)
+        write_task_files(tmp_path / name, ShieldHit("x").task_files(beam(500), 500, seed))
         done = run_fake(tmp_path / name, seed)
         assert done.returncode == 0, done.stderr
         assert "Primary particle no.        500 ETR:" in done.stdout
@@ -139,7 +146,7 @@ def test_fake_simulator_is_deterministic_by_seed(tmp_path: Path) -> None:
 
 
 def test_fake_simulator_fails_on_fail_card(tmp_path: Path) -> None:
-    ShieldHit("x").prepare(tmp_path / "w", beam(100, "FAIL 5 6\n"), 100, 6)
+    write_task_files(tmp_path / "w", ShieldHit("x").task_files(beam(100, "FAIL 5 6\n"), 100, 6))
     done = run_fake(tmp_path / "w", 6)
     assert done.returncode == 2 and "FAIL card" in done.stderr
     assert run_fake(tmp_path / "w", 7).returncode == 0

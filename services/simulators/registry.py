@@ -1,0 +1,55 @@
+"""Which simulators a platform can run, with which executables.
+
+Which executable runs comes from configuration (``SIMJOBS_SIM_<TYPE>_EXE``), so
+the same plug-in drives the real binary in production and a stand-in in tests.
+A simulator without a plug-in or without a configured executable is not an
+error of the platform: the task fails at once with a reason that says which
+variable to set (:class:`~services.simulators.errors.SimulatorUnavailable`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from services.settings import RunnerSettings, sim_exe_variable
+from services.simulators.base import Simulator
+from services.simulators.errors import SimulatorUnavailable
+from services.simulators.shieldhit import ShieldHit
+
+#: sim_type -> plug-in factory; each is built with the configured executable.
+PLUGINS: dict[str, Callable[[str], Simulator]] = {"shieldhit": ShieldHit}
+
+
+@dataclass(frozen=True)
+class SimulatorRegistry:
+    """The plug-ins of one platform and the executables configured for them."""
+
+    executables: Mapping[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: RunnerSettings) -> SimulatorRegistry:
+        return cls(dict(settings.executables))
+
+    def get(self, sim_type: str) -> Simulator:
+        """The plug-in for a job's simulator.
+
+        Raises:
+            SimulatorUnavailable: no plug-in, no executable configured, or not executable.
+        """
+        plugin = PLUGINS.get(sim_type)
+        if plugin is None:
+            raise SimulatorUnavailable(
+                f"simulator {sim_type!r} cannot run on this platform: there is "
+                f"no plug-in for it (available: {', '.join(sorted(PLUGINS))})")
+        exe = self.executables.get(sim_type)
+        if not exe:
+            raise SimulatorUnavailable(
+                f"simulator {sim_type!r} is not configured on this runner: set "
+                f"{sim_exe_variable(sim_type)} to the path of its executable")
+        if shutil.which(exe) is None:
+            raise SimulatorUnavailable(
+                f"simulator {sim_type!r}: {exe!r} (from {sim_exe_variable(sim_type)}) "
+                "is not an executable file")
+        return plugin(exe)
