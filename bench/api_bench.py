@@ -53,7 +53,7 @@ TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
 TARGET_CONCURRENCY = 32
 POST_BODY: dict[str, Any] = {
-    "sim_type": "builtin", "ntasks": 4, "input_type": "files",
+    "sim_type": "shieldhit", "ntasks": 4, "input_type": "files",
     "input_files": {"beam.dat": "NSTAT 1000\n", "geo.dat": "", "mat.dat": "", "detect.dat": ""},
     "title": "bench",
 }

@@ -312,6 +312,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        #: Set when a running task ends, so a full intake loop takes the next item at once.
+        self._slot_freed = asyncio.Event()
         self._consumer: Any = None
         self._fatal: BaseException | None = None
 
@@ -378,10 +380,16 @@ class Worker:
                 free = self.settings.concurrency - len(self._tasks)
                 assigned = list(consumer.assignment())
                 if free <= 0:
+                    # Full: no fetching, but wake the moment a slot frees (a poll would
+                    # sit out its whole timeout on paused partitions).
                     consumer.pause(*assigned)
-                else:
-                    consumer.resume(*assigned)
-                batch = await consumer.getmany(timeout_ms=200, max_records=max(free, 1))
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+                    await self.commit()
+                    continue
+                consumer.resume(*assigned)
+                batch = await consumer.getmany(timeout_ms=200, max_records=free)
                 for tp, records in batch.items():
                     for record in records:
                         self._take(tp, record.offset, record.value)
@@ -416,6 +424,7 @@ class Worker:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._slot_freed.set()
         if task.cancelled():
             return
         exc = task.exception()
