@@ -213,6 +213,9 @@ class ApiSettings:
     update_key_ttl_seconds: int = 30 * 24 * 3600
     login_max_failures: int = 5
     login_window_seconds: int = 300
+    #: Seconds a session found valid is trusted without a database read (0: always read);
+    #: a logout through another API process takes effect here within this time.
+    session_cache_seconds: float = 5.0
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -271,6 +274,7 @@ def load_api_settings() -> ApiSettings:
         update_key_ttl_seconds=_env_int("API_UPDATE_KEY_TTL", 30 * 24 * 3600),
         login_max_failures=_env_int("API_LOGIN_MAX_FAILURES", 5),
         login_window_seconds=_env_int("API_LOGIN_WINDOW", 300),
+        session_cache_seconds=_env_number("API_SESSION_CACHE_SECONDS", 5.0),
     )
 
 
