@@ -60,6 +60,11 @@ def topas_reader(path: str) -> Any:
     return TopasReader(path)
 
 
+def _text(value: object) -> str:
+    """A metadata value as text (FLUKA titles come as bytes)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def json_values(values: Iterable[float]) -> list[float | None]:
     """Floats for JSON: NaN and infinities (empty bins of some scorers) become null."""
     return [float(v) if math.isfinite(v) else None for v in values]
@@ -124,13 +129,13 @@ def estimator_json(estimator: Any, name: str, file_name: str = "") -> dict[str, 
     Raises:
         CollectError: a page's values do not fit the estimator's mesh.
     """
-    metadata = {key: str(value) for key, value in vars(estimator).items()
+    metadata = {key: _text(value) for key, value in vars(estimator).items()
                 if key not in _NOT_METADATA}
     skip = _NOT_PAGE_METADATA | set(vars(estimator))
     pages = []
     for page in estimator.pages:
         page_json: dict[str, Any] = {
-            "metadata": {key: str(value) for key, value in vars(page).items()
+            "metadata": {key: _text(value) for key, value in vars(page).items()
                          if key not in skip},
             "dimensions": int(page.dimension),
             "data": {"name": str(page.name), "unit": str(page.unit),
