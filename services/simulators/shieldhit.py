@@ -14,8 +14,10 @@ still differ in ``RNDSEED``, so no two tasks share a random sequence.
 Outputs. One ``<Filename stem>_<NNNN>.bdo`` per ``Output`` block of
 ``detect.dat``, read with pymchelper into per-primary pages (units as
 pymchelper gives them, e.g. ``MeV/g/prim``); estimator names are pymchelper's
-core names (``z_profile_0042.bdo`` -> ``z_profile``). Estimator ``*.json``
-files in the result schema are collected too, for tools that write JSON.
+core names (``z_profile_0042.bdo`` -> ``z_profile``). Estimator JSON files in
+the result schema named like the outputs, ``<name>_<NNNN>.json``, are collected
+too, for tools that write JSON; other JSON files are inputs (the converter's
+``info.json``, which is not even JSON) and are left alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from services.simulators.estimators import read_estimators, shieldhit_reader
 
 _REQUESTED = re.compile(r"Requested number of primaries NSTAT.*:\s*(\d+)")
 
+#: Estimator JSON written for the run: named like the .bdo outputs, with the 4-digit suffix.
+JSON_OUTPUTS = "*_[0-9][0-9][0-9][0-9].json"
 #: Largest seed offset (``-N``): the file suffixes have four digits.
 MAX_SEED_OFFSET = 9999
 
@@ -149,7 +153,7 @@ class ShieldHit:
 
     def collect(self, workdir: Path) -> dict[str, Any]:
         estimators = read_estimators(workdir.glob("*.bdo"), shieldhit_reader, bdo_core_name)
-        estimators += estimator_documents(workdir)["estimators"]
+        estimators += estimator_documents(workdir, JSON_OUTPUTS)["estimators"]
         if not estimators:
             raise CollectError("SHIELD-HIT12A wrote no estimator output (no .bdo file: "
                                "does detect.dat have an Output block?)")

@@ -26,7 +26,9 @@ histories done before the one that begins.
 Outputs. Each scorer with ``OutputType "csv"`` (TOPAS's default) writes
 ``<OutputFile>.csv``; pymchelper reads its ``Mean`` column (the value per
 history), so scorers must report it (``sv:Sc/<name>/Report = 2 "Sum" "Mean"``).
-Estimators are named after the file (``dose.csv`` -> ``dose``).
+A scorer's file starts with ``# TOPAS Version:``; other CSV files in the work
+directory are inputs (spectra, tables) and are left alone. Estimators are
+named after the file (``dose.csv`` -> ``dose``).
 """
 
 from __future__ import annotations
@@ -154,8 +156,14 @@ class Topas:
         return Progress(int(match.group(1)), None, None) if match else None
 
     def collect(self, workdir: Path) -> dict[str, Any]:
-        outputs = [p for p in workdir.glob("*.csv") if p.is_file()]
+        outputs = [p for p in workdir.glob("*.csv") if p.is_file() and is_scorer_output(p)]
         if not outputs:
             raise CollectError("TOPAS wrote no scorer output (no .csv file: do the scorers "
                                "have OutputType \"csv\"?)")
         return {"estimators": read_estimators(outputs, topas_reader, lambda p: p.stem)}
+
+
+def is_scorer_output(path: Path) -> bool:
+    """Whether a CSV file is a TOPAS scorer's (its first line names the TOPAS version)."""
+    with path.open("rb") as f:
+        return f.readline().startswith(b"# TOPAS Version:")

@@ -89,7 +89,8 @@ def test_collect_keeps_json_estimators_and_refuses_nothing_or_junk(tmp_path: Pat
     with pytest.raises(CollectError, match="no estimator output"):
         ShieldHit("x").collect(tmp_path)
     estimator = {"name": "tool", "pages": [{"data": {"values": [1.0]}}]}
-    (tmp_path / "tool.json").write_text(json.dumps(estimator))
+    (tmp_path / "tool_0042.json").write_text(json.dumps(estimator))
+    (tmp_path / "info.json").write_text("{'version': 'a Python repr, as the converter writes'}")
     assert ShieldHit("x").collect(tmp_path) == {"estimators": [estimator]}
     (tmp_path / "broken_0001.bdo").write_bytes(b"xSH12A" + b"\0" * 30)
     with pytest.raises(CollectError, match=r"broken_0001\.bdo"):

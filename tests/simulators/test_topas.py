@@ -83,6 +83,7 @@ def test_collect_reads_the_mean_column_with_x_fastest(tmp_path: Path) -> None:
     rows = [f"{ix}, 0, {iz}, {100 * (10 * ix + iz)}, {10 * ix + iz}, 0.5"
             for ix in range(2) for iz in range(3)]  # z fastest in the file
     (tmp_path / "dose.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    (tmp_path / "spectrum.csv").write_text("energy,weight\n150,1\n")  # an input, not output
     (estimator,) = Topas("topas").collect(tmp_path)["estimators"]
     assert estimator["name"] == "dose"
     assert estimator["metadata"]["number_of_primaries"] == "100"

@@ -70,7 +70,9 @@ def shieldhit_input(primaries: int) -> dict[str, str]:
     beam = (f"RNDSEED    89736501\nJPART0     2          ! proton\nTMAX0      150.0  1.5\n"
             f"NSTAT      {primaries}  -1  ! primaries, save at the end\nBEAMPOS    0 0 0\n")
     return {"beam.dat": beam, "geo.dat": "    0    0          water\n", "mat.dat":
-            "MEDIUM 1\nICRU 276\nEND\n", "detect.dat": SHIELDHIT_DETECT}
+            "MEDIUM 1\nICRU 276\nEND\n", "detect.dat": SHIELDHIT_DETECT,
+            # the converter's info.json is a Python repr, not JSON
+            "info.json": "{'version': 'unknown', 'label': 'development', 'simulator': 'shieldhit'}"}
 
 
 def fluka_input(primaries: int) -> dict[str, str]:
@@ -116,7 +118,8 @@ d:Ge/Phantom/HLX = 5. cm
 d:Ge/Phantom/HLY = 5. cm
 d:Ge/Phantom/HLZ = 100. mm
 """
-    return {"topas_config.txt": config, "phantom.txt": phantom}
+    return {"topas_config.txt": config, "phantom.txt": phantom,
+            "spectrum.csv": "# energy (MeV), weight\n150, 1\n"}
 
 
 def geant4_input(primaries: int) -> dict[str, str]:
