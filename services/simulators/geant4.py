@@ -15,8 +15,9 @@ the main macro; other files (GDML geometry, further macros) as they come.
   ``s1`` = 1 + seed mod (2**31 - 1) and ``s2`` a second number derived from the
   seed, both positive 31-bit, as some engines require non-zero seeds.
 * ``/run/printProgress K`` (K = a hundredth of the histories) likewise, so
-  Geant4 prints ``--> Event <k> starts.`` (``starts with initial seeds (...)``
-  in a multi-threaded worker) as the run goes; ``k`` counts from 0.
+  Geant4 prints ``--> Event <k> starts.`` as the run goes (a multi-threaded
+  run's workers print ``G4WT<n> > --> Event <k> starts with initial seeds
+  (...).``, with event numbers shared by all threads); ``k`` counts from 0.
 
 Outputs: the documented layout. Every ``/score/dumpQuantityToFile <mesh>
 <quantity> <file>`` (or ``/score/dumpAllQuantitiesToFile <mesh> <file>``) after
@@ -56,7 +57,8 @@ _MAIN = {"suffix": ".mac", "preferred": MAIN_MACRO, "simulator": "Geant4"}
 #: Geant4 length units accepted in scoring commands, in cm.
 LENGTH_UNITS = {"nm": 1e-7, "um": 1e-4, "mm": 0.1, "cm": 1.0, "m": 100.0, "km": 1e5}
 
-_PROGRESS = re.compile(r"^--> Event (\d+) starts\b")
+#: ``G4WT<n> > `` prefixes what a worker thread of a multi-threaded run prints.
+_PROGRESS = re.compile(r"^(?:G4WT\d+ > )?--> Event (\d+) starts\b")
 _VALUE_UNIT = re.compile(r"total\(value\)\s*(?:\[([^\]]*)\])?")
 
 

@@ -61,7 +61,9 @@ def test_meshes_that_cannot_be_collected_are_refused_before_running() -> None:
 def test_progress_lines_of_sequential_and_worker_run_managers() -> None:
     sim = Geant4("app")
     assert sim.parse_progress("--> Event 300 starts.") == (300, None, None)
-    assert sim.parse_progress("G4WT0 > --> Event 20 starts with initial seeds (1,2).") is None
+    assert sim.parse_progress("G4WT3 > --> Event 20 starts with initial seeds (1,2).") == \
+        (20, None, None)
+    assert sim.parse_progress("G4WT3 > Event 20 was processed") is None
     assert sim.parse_progress("--> Event 20 starts with initial seeds (12,34).") == \
         (20, None, None)
     assert sim.parse_progress("### Run 0 starts.") is None
