@@ -83,3 +83,21 @@ async def test_unconfigured_simulator_fails_at_once_naming_its_variable(
         f"simulator {sim_type!r} is not configured on this runner: set {variable} to the "
         "path of its executable"}
     assert variable in (view.failure_reason or "")
+
+
+async def test_wall_time_limit_stops_a_simulator_whose_log_file_is_followed(
+        kafka_settings: KafkaSettings, adapter_settings: RunnerSettings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_FLUKA_STEP_SECONDS", "1.0")
+    settings = with_(adapter_settings, wall_time_limit=2.5, grace_seconds=0.5)
+    async with stack(kafka_settings, settings, tmp_path) as st:
+        job_id = await st.submit(INPUTS["fluka"](100), ntasks=1, primaries=100,
+                                 sim_type="fluka")
+        view = await st.wait_state(job_id, *TERMINAL, within=20)
+        events = await st.events(job_id)
+    assert view.state is S.FAILED
+    (failed,) = of_type(events, "TaskFailed")
+    assert failed.payload["reason"] == "wall-time limit of 2.5 s reached"
+    assert failed.payload["platform_state"]["state"] == "TIMEOUT"
+    progress = [e.payload["simulated_primaries"] for e in of_type(events, "TaskProgress")]
+    assert progress and progress[-1] < 100  # read from the .out file until it was stopped
