@@ -37,11 +37,22 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE_SIMULATOR = ROOT / "tests" / "support" / "fake_simulator.py"
 
 
-def beam(nstat: int, extra: str = "") -> dict[str, str]:
-    """A SHIELD-HIT12A input (the fake reads only beam.dat)."""
+DETECT = """Geometry Cyl
+    Name CylZ
+    R 0 5 1
+    Z 0 20 40
+Output
+    Filename z_profile.bdo
+    Geo CylZ
+    Quantity Dose
+"""
+
+
+def beam(nstat: int, extra: str = "", detect: str = DETECT) -> dict[str, str]:
+    """A SHIELD-HIT12A input (the fake reads beam.dat and the Geometry/Output of detect.dat)."""
     text = f"RNDSEED 89736501\nJPART0 2\nTMAX0 150.0 0.0\nNSTAT {nstat} 0 ! primaries\n{extra}"
     return {"beam.dat": text, "geo.dat": "geometry\n", "mat.dat": "materials\n",
-            "detect.dat": "detectors\n"}
+            "detect.dat": detect}
 
 
 @pytest.fixture
