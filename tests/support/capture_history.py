@@ -52,7 +52,7 @@ async def capture(out: Path, bootstrap: str, ntasks: int, fail_task: int | None)
                                      base_seed=BASE_SEED)
             view = await st.wait_state(job_id, JobState.COMPLETED, JobState.FAILED,
                                        JobState.CANCELED)
-        records = []
+        records: list[dict[str, object]] = []
         async for batch in LogReader(kafka, kafka.jobs_topic).batches():
             records.extend(json.loads(r.value) for r in batch if r.key == job_id.encode())
     failing = "" if fail_task is None else f", task {fail_task} failing"
