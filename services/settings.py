@@ -412,11 +412,17 @@ class UsageSettings:
 
     group_id: str
     data_dir: Path
+    #: Events per database transaction (the unit that is counted once).
+    batch: int = 500
 
 
 def load_usage_settings() -> UsageSettings:
-    """Read ``SIMJOBS_USAGE_GROUP`` and ``SIMJOBS_USAGE_DATA_DIR``."""
+    """Read ``SIMJOBS_USAGE_GROUP``, ``SIMJOBS_USAGE_DATA_DIR`` and ``SIMJOBS_USAGE_BATCH``."""
+    batch = _env_int("USAGE_BATCH", 500)
+    if batch < 1:
+        raise ValueError(f"{PREFIX}USAGE_BATCH must be at least 1, got {batch}")
     return UsageSettings(
         group_id=_env("USAGE_GROUP", "usage"),
         data_dir=Path(_env("USAGE_DATA_DIR", str(default_state_dir() / "usage"))),
+        batch=batch,
     )

@@ -38,7 +38,7 @@ async def serve(settings: Settings) -> None:
         SQLAlchemyError: the read-model database failed.
     """
     await asyncio.wait_for(ensure_topics(settings.kafka), CONNECT_TIMEOUT_S)
-    _make_sqlite_dir(settings.database.url)
+    make_sqlite_dir(settings.database.url)
     engine = make_engine(settings.database.url)
     projector = Projector(
         settings.kafka,
@@ -71,7 +71,7 @@ async def serve(settings: Settings) -> None:
         log.info("stopped after applying %d events", projector.applied_total)
 
 
-def _make_sqlite_dir(url: str) -> None:
+def make_sqlite_dir(url: str) -> None:
     """Create the directory of a SQLite file (the embedded default lives in the state dir)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
