@@ -9,6 +9,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from services.api.app import create_app
+from services.ops.http import JobAccessLogger
+from services.ops.logs import setup_logging
 from services.settings import load_api_settings, load_settings
 
 
@@ -19,9 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=api.host)
     parser.add_argument("--port", type=int, default=api.port)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging("api")
     api = replace(api, host=args.host, port=args.port)
-    web.run_app(create_app(load_settings(), api), host=api.host, port=api.port)
+    web.run_app(create_app(load_settings(), api), host=api.host, port=api.port,
+                access_log_class=JobAccessLogger, print=logging.getLogger(__name__).info)
 
 
 if __name__ == "__main__":

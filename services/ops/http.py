@@ -8,11 +8,15 @@ settings name (``SIMJOBS_<SERVICE>_METRICS_PORT``).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from services.ops.health import Health
-from services.ops.metrics import CONTENT_TYPE_LATEST, exposition
+from services.ops.logs import job_context
+from services.ops.metrics import CONTENT_TYPE_LATEST, HTTP_DURATION, HTTP_REQUESTS, exposition
 from services.settings import OpsSettings
 
 log = logging.getLogger(__name__)
@@ -76,3 +80,47 @@ class OpsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_label(request: web.Request) -> str:
+    """The route template a request matched (``/jobs/direct``), never its raw path."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route and status and time it; log lines name its job.
+
+    Outermost, so it sees the status the client gets (the error middleware inside it
+    has turned exceptions into responses already).
+    """
+    started = time.perf_counter()
+    status = 500
+    try:
+        with job_context(request.query.get("job_id")):
+            response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route, method = route_label(request), request.method
+        HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+
+
+class JobAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log as structured fields, with the request's ``job_id`` if any."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %.1f ms", request.method, request.path, response.status, time * 1000,
+            extra={"job_id": request.query.get("job_id"), "method": request.method,
+                   "path": request.path, "status": response.status,
+                   "duration_ms": round(time * 1000, 2), "remote": request.remote})
