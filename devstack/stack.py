@@ -26,7 +26,7 @@ from sqlalchemy import inspect
 from devstack import kafka_broker, postgres, process_alive, read_pid, tail
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
-from services.settings import Settings, load_settings
+from services.settings import OPS_DEFAULT_PORTS, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,12 +90,35 @@ def _runner_ready(env: dict[str, str]) -> bool:
         return False
 
 
+def _ops_url(name: str, env: dict[str, str]) -> str:
+    host = env.get("SIMJOBS_METRICS_HOST", "127.0.0.1")
+    return f"http://{host}:{env[f'SIMJOBS_{name.upper()}_METRICS_PORT']}"
+
+
+def _ops_ready(name: str) -> Callable[[dict[str, str]], bool]:
+    """Ready once the service's own /readyz says so (Kafka, database, consumer running)."""
+
+    def ready(env: dict[str, str]) -> bool:
+        try:
+            with urllib.request.urlopen(f"{_ops_url(name, env)}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    return ready
+
+
 SERVICES = [
     Service("projector", "services.projector", _db_ready,
-            lambda env: f"read model at {_settings(env).database.url}"),
+            lambda env: f"read model at {_settings(env).database.url}, "
+                        f"metrics {_ops_url('projector', env)}/metrics"),
+    Service("usage", "services.projector.usage", _ops_ready("usage"),
+            lambda env: f"usage accounting (faust), metrics {_ops_url('usage', env)}/metrics"),
     Service("runner", "services.runner", _runner_ready,
-            lambda env: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE)"),
-    Service("api", "services.api", _api_ready, _api_url),
+            lambda env: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE), "
+                        f"metrics {_ops_url('runner', env)}/metrics"),
+    Service("api", "services.api", _api_ready,
+            lambda env: f"{_api_url(env)} (metrics {_api_url(env)}metrics)"),
 ]
 
 
@@ -112,7 +135,8 @@ def _log_file(name: str) -> Path:
 
 
 def _exists(service: Service) -> bool:
-    return (ROOT / Path(*service.module.split(".")) / "__main__.py").exists()
+    path = ROOT / Path(*service.module.split("."))
+    return (path / "__main__.py").exists() or path.with_suffix(".py").exists()
 
 
 def _start_service(service: Service, env: dict[str, str], timeout: float) -> None:
@@ -162,6 +186,8 @@ def up(timeout: float) -> int:
           + (f", log {broker.log_file}" if broker.log_file else " (external)"))
     env = {**os.environ, "SIMJOBS_KAFKA_BOOTSTRAP": broker.bootstrap,
            "SIMJOBS_STATE_DIR": str(_var())}
+    for name, port in OPS_DEFAULT_PORTS.items():  # fixed, so Prometheus can scrape them
+        env.setdefault(f"SIMJOBS_{name.upper()}_METRICS_PORT", str(port))
     settings = _settings(env)
     created = asyncio.run(ensure_topics(settings.kafka))
     print(f"topics: {settings.kafka.jobs_topic}, {settings.kafka.tasks_topic}"

@@ -374,7 +374,9 @@ def load_log_settings() -> LogSettings:
 class OpsSettings:
     """Where a service that is not an HTTP server serves ``/metrics``, ``/healthz``, ``/readyz``.
 
-    ``port`` < 0 turns the endpoint off; 0 picks a free port (logged at start-up).
+    ``port`` < 0 turns the endpoint off; 0 (the default) picks a free port, logged at
+    start-up, so that test and ad-hoc processes never collide; a deployment that is
+    scraped sets fixed ports (``make up`` uses :data:`OPS_DEFAULT_PORTS`).
     """
 
     host: str
@@ -387,7 +389,8 @@ class OpsSettings:
     lag_interval: float
 
 
-#: Default ops ports of the services that are not HTTP servers (the API serves its own).
+#: The ops ports ``make up`` gives the services that are not HTTP servers (the API serves
+#: its own routes on its own port).
 OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103}
 
 
@@ -401,7 +404,7 @@ def load_ops_settings(service: str) -> OpsSettings:
                          f"{PREFIX}LAG_INTERVAL must be positive")
     return OpsSettings(
         host=_env("METRICS_HOST", "127.0.0.1"),
-        port=_env_int(f"{service.upper()}_METRICS_PORT", OPS_DEFAULT_PORTS.get(service, -1)),
+        port=_env_int(f"{service.upper()}_METRICS_PORT", 0),
         check_interval=interval, check_timeout=timeout, lag_interval=lag,
     )
 

@@ -42,8 +42,9 @@ from services.audit.verify import LiveModelMoving, verify
 from services.contract.envelope import format_time, parse_time
 from services.contract.errors import PublishFailed
 from services.contract.kafka_io import EventDecoder
+from services.ops.logs import setup_logging
 from services.projector.readmodel import make_engine
-from services.settings import KafkaSettings, Settings, load_settings
+from services.settings import KafkaSettings, LogSettings, Settings, load_settings
 
 MAX_DIFFS_SHOWN = 200
 
@@ -265,8 +266,7 @@ async def run(argv: Sequence[str], kafka: KafkaSettings | None = None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m services.audit``."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("audit", LogSettings(format="text", level=logging.WARNING))  # a tool
     try:
         return asyncio.run(run(sys.argv[1:] if argv is None else argv))
     except ValueError as exc:  # a SIMJOBS_* variable is malformed

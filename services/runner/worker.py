@@ -184,7 +184,7 @@ class JobsFollower:
         self.ended_tasks: set[tuple[str, int]] = set()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(consumer="worker-follower")
 
     def skip_reason(self, item: WorkItem) -> str | None:
         """Why a work item must not run (None: run it)."""
@@ -332,6 +332,11 @@ class Worker:
         """Stop taking work and stop the running tasks (idempotent, safe before start)."""
         self._stop.set()
         await self.follower.shutdown()
+
+    @property
+    def consumer(self) -> Any:
+        """The running tasks-topic consumer (None before start and after stop): for metrics."""
+        return self._consumer
 
     @property
     def running_pids(self) -> list[int]:
