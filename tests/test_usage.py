@@ -20,12 +20,15 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack import pick_free_ports
 from services.contract.envelope import Event
 from services.projector.readmodel import make_engine
 from services.projector.usage_model import load_usage_offsets, usage_daily
 from services.settings import KafkaSettings
+from tests.api.test_ops import samples
 from tests.support.histories import synthetic_log
 from tests.test_audit import end_offsets, projector_env, publish
+from tests.test_ops import get
 
 pytestmark = pytest.mark.kafka
 
@@ -122,10 +125,23 @@ async def test_usage_totals_survive_a_sigkill_of_the_faust_worker(
         at_kill = await counted(engine, kafka_settings)
         assert 0 < at_kill < half, f"kill came too late ({at_kill}/{half}): lower the batch"
 
-        second = spawn(env, log_file)
+        (port,) = pick_free_ports(1)
+        second = spawn({**env, "SIMJOBS_USAGE_METRICS_PORT": str(port),
+                        "SIMJOBS_LAG_INTERVAL": "0.2"}, log_file)
         await publish(kafka_settings, second_half)  # more events while it catches up
         total = sum((await end_offsets(kafka_settings)).values())
         await wait_counted(engine, kafka_settings, total, second, log_file)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # its own view: ready, and no lag left (sampled every 0.2 s)
+            _, text = await asyncio.to_thread(get, f"{base}/metrics")
+            lags = samples(text, "simjobs_consumer_lag")
+            if lags and not any(lags.values()) and (await asyncio.to_thread(
+                    get, f"{base}/readyz"))[0] == 200:
+                break
+            assert time.monotonic() < deadline, lags
+            await asyncio.sleep(0.1)
+        assert samples(text, "simjobs_usage_events_applied_total")[()] > 0
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0, log_file.read_text()
 
