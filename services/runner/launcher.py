@@ -15,7 +15,9 @@ its child in the same group, reaps it with ``wait4`` and writes, on the file des
   children); helpers it left running are not in it.
 
 Then it ends the way the simulator ended: the same exit status, or the same signal, so
-the runner sees the simulator's outcome. Signals to the group reach the simulator
+the runner sees the simulator's outcome. It imports as little as it can (no
+``subprocess``, no ``json``: fork, exec and the report are written out here), since
+it starts once per task. Signals to the group reach the simulator
 directly; the launcher ignores SIGINT and SIGTERM (it exits when the simulator does).
 It dies with the runner (``PR_SET_PDEATHSIG``, set by the runner) and the simulator
 dies with it (set here), so a SIGKILLed runner still leaves no simulator behind.
@@ -24,10 +26,8 @@ dies with it (set here), so a SIGKILLed runner still leaves no simulator behind.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -35,15 +35,52 @@ _PR_SET_PDEATHSIG = 1
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-def _child_setup() -> None:
-    """In the simulator before exec: default signals, and die with the launcher."""
-    for sig in _HANDLED:
-        signal.signal(sig, signal.SIG_DFL)
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _json_text(text: str) -> str:
+    """``text`` as a JSON string (the report's only non-number)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else " " for c in escaped) + '"'
 
 
-def _report(fd: int, message: dict[str, object]) -> None:
-    os.write(fd, json.dumps(message).encode() + b"\n")
+def _report(fd: int, fields: dict[str, float | int | str]) -> None:
+    items = ", ".join(f'"{k}": {_json_text(v) if isinstance(v, str) else v}'
+                      for k, v in fields.items())
+    os.write(fd, ("{" + items + "}\n").encode())
+
+
+def _spawn(command: list[str], report_fd: int) -> int:
+    """Fork and exec the simulator; its pid.
+
+    Raises:
+        OSError: exec failed (the message comes back from the child on a CLOEXEC pipe).
+    """
+    errors_r, errors_w = os.pipe()  # not inherited across exec (PEP 446)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: only async-signal-safe-ish work until exec
+        try:
+            os.close(errors_r)
+            os.close(report_fd)  # the simulator must not hold the report pipe open
+            for sig in _HANDLED:
+                signal.signal(sig, signal.SIG_DFL)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL,
+                                                     0, 0, 0)
+            if os.getppid() != parent:  # the launcher died before prctl took effect
+                os._exit(137)
+            os.execvp(command[0], command)
+        except BaseException as exc:
+            message = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            os.write(errors_w, f"{message}: {command[0]}".encode(errors="replace"))
+        finally:
+            os._exit(127)
+    os.close(errors_w)
+    error = b""
+    while chunk := os.read(errors_r, 4096):
+        error += chunk
+    os.close(errors_r)
+    if error:
+        os.waitpid(pid, 0)
+        raise OSError(error.decode(errors="replace"))
+    return pid
 
 
 def main(argv: list[str]) -> int:
@@ -56,18 +93,12 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, signal.SIG_IGN)
     started = time.monotonic()
     try:
-        child = subprocess.Popen(command, preexec_fn=_child_setup, close_fds=True)
+        child = _spawn(command, fd)
     except OSError as exc:
-        _report(fd, {"exec_error": f"{exc.strerror or exc}: {command[0]}"})
+        _report(fd, {"exec_error": str(exc)})
         return 127
-    _report(fd, {"started": child.pid})
-    while True:
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-            break
-        except InterruptedError:
-            continue
-    child.returncode = 0  # reaped here, not by Popen
+    _report(fd, {"started": child})
+    _, status, usage = os.wait4(child, 0)  # retried on EINTR by Python (PEP 475)
     wall = time.monotonic() - started
     _report(fd, {
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 6),
