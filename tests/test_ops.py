@@ -150,7 +150,8 @@ async def test_runner_process_reports_tasks_and_simulator_time(
         coordinator_group=f"{prefix}-coordinator", worker_group=f"{prefix}-workers")
     (port,) = pick_free_ports(1)
     env = runner_env(kafka_settings, runner_settings, tmp_path, "r1", 0.05)
-    env.update({"SIMJOBS_RUNNER_METRICS_PORT": str(port), "SIMJOBS_LOG_FORMAT": "json"})
+    env.update({"SIMJOBS_RUNNER_METRICS_PORT": str(port), "SIMJOBS_LOG_FORMAT": "json",
+                "SIMJOBS_LAG_INTERVAL": "0.2"})
     log_file = tmp_path / "runner.log"
     base = f"http://127.0.0.1:{port}"
     proc = spawn("services.runner", env, log_file)
@@ -162,7 +163,14 @@ async def test_runner_process_reports_tasks_and_simulator_time(
             view = await st.wait_state(job_id, JobState.COMPLETED, JobState.FAILED)
             assert view.state is JobState.COMPLETED, view.failure_reason
             events = await st.events(job_id)
-        _, text = await asyncio.to_thread(get, f"{base}/metrics")
+        deadline = time.monotonic() + 30
+        while True:  # lag is sampled every 0.2 s, once each consumer has fetched
+            _, text = await asyncio.to_thread(get, f"{base}/metrics")
+            lag = samples(text, "simjobs_consumer_lag")
+            if {dict(k)["consumer"] for k in lag} == {"coordinator", "worker"}:
+                break
+            assert time.monotonic() < deadline, lag
+            await asyncio.sleep(0.1)
         ended = samples(text, "simjobs_runner_tasks_ended_total")
         assert ended[(("outcome", "completed"),)] == 4
         assert samples(text, "simjobs_runner_tasks_running")[()] == 0
@@ -175,8 +183,6 @@ async def test_runner_process_reports_tasks_and_simulator_time(
         assert 0 < cpu < wall  # the stand-in sleeps most of the time
         produced = samples(text, "simjobs_events_produced_total")
         assert produced[(("type", "TaskCompleted"),)] == 4
-        assert {dict(k)["consumer"] for k in samples(text, "simjobs_consumer_lag")} == {
-            "coordinator", "worker"}
     finally:
         proc.terminate()
         assert proc.wait(30) == 0, text_of(log_file)
