@@ -394,8 +394,12 @@ class OpsSettings:
 OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103}
 
 
-def load_ops_settings(service: str) -> OpsSettings:
-    """Read the ops endpoint of one service (``SIMJOBS_<SERVICE>_METRICS_PORT``)."""
+def load_ops_settings(service: str | None) -> OpsSettings:
+    """Read the ops endpoint of one service (``SIMJOBS_<SERVICE>_METRICS_PORT``).
+
+    ``None``: a service that serves the ops routes on its own HTTP port (the API); only
+    the check and lag intervals apply.
+    """
     interval = _env_float("HEALTH_INTERVAL", 2.0)
     timeout = _env_float("HEALTH_TIMEOUT", 2.0)
     lag = _env_float("LAG_INTERVAL", 5.0)
@@ -404,7 +408,7 @@ def load_ops_settings(service: str) -> OpsSettings:
                          f"{PREFIX}LAG_INTERVAL must be positive")
     return OpsSettings(
         host=_env("METRICS_HOST", "127.0.0.1"),
-        port=_env_int(f"{service.upper()}_METRICS_PORT", 0),
+        port=-1 if service is None else _env_int(f"{service.upper()}_METRICS_PORT", 0),
         check_interval=interval, check_timeout=timeout, lag_interval=lag,
     )
 

@@ -104,7 +104,7 @@ async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
     """Readiness checks of Kafka and the database, in the background."""
-    ops = load_ops_settings("api")
+    ops = load_ops_settings(None)  # the routes are on the API's own port
     producer = app[PRODUCER]
     health = Health([kafka_check(app[SETTINGS].kafka), database_check(app[ENGINE])],
                     interval=ops.check_interval, timeout=ops.check_timeout,
