@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.artifacts.store import ArtifactStore
 from services.audit import cli
 from services.audit.replay import (
     MissingHistory,
@@ -32,9 +33,12 @@ from services.audit.replay import (
     replay_history,
     replay_read_model,
 )
+from services.contract.envelope import Event
 from services.contract.jobs import JobState
 from services.projector.state import fold
 from services.settings import KafkaSettings
+from tests.api.conftest import make_settings
+from tests.conftest import fresh_topics
 from tests.support.histories import synthetic_log
 from tests.test_audit import UNKNOWN_TYPE, project_all, publish, unknown_event
 
@@ -140,3 +144,48 @@ async def test_replay_reports_records_todays_code_cannot_read(
     assert set(results.failures) == {victim}
     failure = results.failures[victim]
     assert isinstance(failure, UnreadableEvent) and failure.reason == f"unknown:{UNKNOWN_TYPE}"
+
+
+# --- the command line: as-of, export, import -----------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_cli_as_of_export_and_import(
+        kafka_settings: KafkaSettings, engine: AsyncEngine, db_url: str, tmp_path: Path,
+        kafka_bootstrap: str) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")  # the store make_settings(tmp_path) names
+    input_ref = store.put_json({"input_type": "FILES", "input_files": {"beam.dat": "NSTAT 9"}})
+    job_id = "20261201-000000-00000000-0000-4000-8000-00000000c11aDIRECT"
+    submitted = Event(type="JobSubmitted", job_id=job_id, producer="test", payload={
+        "owner": "u:cli", "title": "cli", "sim_type": "shieldhit", "platform": "direct",
+        "input_type": "files", "ntasks": 2, "number_of_all_primaries": 9, "base_seed": 1,
+        "input_ref": input_ref})
+    canceled = submitted.caused("CancelRequested", {"requested_by": "u:cli"}, "test")
+    await publish(kafka_settings, [submitted, canceled])
+    await project_all(kafka_settings, engine)
+
+    async def run(*argv: str, kafka: KafkaSettings = kafka_settings) -> tuple[int, str]:
+        out = io.StringIO()
+        code = await cli.run(argv, kafka=kafka, out=out,
+                             settings=make_settings(kafka, db_url, tmp_path))
+        return code, out.getvalue()
+
+    code, out = await run("as-of", job_id, "--events", "1")
+    assert code == 0, out
+    assert json.loads(out)["state"]["state"] == "PENDING" and json.loads(out)["records"] == 1
+    code, out = await run("as-of", job_id, "2999-01-01T00:00:00Z")
+    assert code == 0 and json.loads(out)["state"]["state"] == "CANCELED"
+    code, out = await run("as-of", job_id, "2000-01-01T00:00:00Z")
+    assert code == 1 and "no records" in out
+
+    bundle = tmp_path / "job.jsonl"
+    code, out = await run("export", job_id, "--out", str(bundle))
+    assert code == 0, out
+    assert "2 records, 1 artifacts" in out and "state from read model" in out
+    other = await fresh_topics(kafka_bootstrap)
+    code, out = await run("import", str(bundle), kafka=other)
+    assert code == 0, out
+    assert f"into {other.topic_prefix}.imported.jobs: 2 records and 0 new artifacts" in out
+    assert "replay ok: the imported history equals the exported state (CANCELED)" in out
+    code, out = await run("import", str(bundle), kafka=other)
+    assert code == 0 and "already imported, nothing written" in out
