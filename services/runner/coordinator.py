@@ -44,6 +44,7 @@ from services.contract.envelope import Event, derived_event_id
 from services.contract.errors import PublishFailed
 from services.contract.jobs import JobState, split_primaries, task_seed
 from services.contract.kafka_io import EventDecoder, EventProducer, make_consumer
+from services.ops.logs import job_context
 from services.projector.state import JobView, TaskView, apply
 from services.runner.work import WorkItem, task_partition
 from services.settings import PRODUCER_MAX_REQUEST_BYTES, KafkaSettings, RunnerSettings
@@ -141,7 +142,7 @@ class Coordinator:
         #: that a partition assigned again is folded again from its first event.
         self._seen: dict[int, set[str]] = {}
         self._catching_up: dict[TopicPartition, int] = {}
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(consumer="coordinator")
         self._own_producer = producer is None
         self._producer = producer or EventProducer(kafka)
         self._queue = TaskQueue(kafka)
@@ -157,6 +158,11 @@ class Coordinator:
     async def shutdown(self) -> None:
         """Stop after the current event (idempotent, safe before start)."""
         self._stop.set()
+
+    @property
+    def consumer(self) -> Any:
+        """The running jobs-topic consumer (None before start and after stop): for metrics."""
+        return self._consumer
 
     # --- partitions ------------------------------------------------------------------------
 
@@ -211,6 +217,7 @@ class Coordinator:
                         del self._catching_up[tp]
                         await self._caught_up(tp)
         finally:
+            self._consumer = None
             await consumer.stop()
             await self._queue.stop()
             if self._own_producer:
@@ -254,6 +261,10 @@ class Coordinator:
             await self._act(job)
 
     async def _act(self, job_id: str) -> None:
+        with job_context(job_id):
+            await self._act_on(job_id)
+
+    async def _act_on(self, job_id: str) -> None:
         view = self.views.get(job_id)
         track = self.tracks.get(job_id)
         if view is None or track is None or view.platform != "direct":

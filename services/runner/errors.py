@@ -15,6 +15,9 @@ class ProcessTimeout(asyncio.TimeoutError):
 
     retriable = False
 
-    def __init__(self, message: str, output: bytes) -> None:
+    def __init__(self, message: str, output: bytes, *, wall_seconds: float | None = None,
+                 cpu_seconds: float | None = None) -> None:
         super().__init__(message)
         self.output = output
+        self.wall_seconds = wall_seconds
+        self.cpu_seconds = cpu_seconds
