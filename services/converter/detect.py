@@ -130,7 +130,11 @@ def _read_filter(node: Node, names: set[str]) -> _Filter:
     for rule in rules_node.items():
         key_node = rule.key("keyword")
         key = key_node.choice({k: k for k in SHIELDHIT_FILTER_KEYS})
-        op = rule.key("operator").choice({o: o for o in FILTER_OPERATORS})
+        op_node = rule.key("operator")
+        if op_node.value == "!=":
+            op_node.fail("'!=' cannot be written in detect.dat ('!' starts a comment there); "
+                         "express the rule with <, <=, > or >=")
+        op = op_node.choice({o: o for o in FILTER_OPERATORS})
         value_node = rule.key("value")
         if SHIELDHIT_FILTER_KEYS[key]:
             value = str(value_node.integer(low=-1_000_000, high=1_000_000))

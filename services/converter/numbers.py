@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 FIELD = 10
+#: At most this many characters of a 10-column field are used, so that a blank always
+#: separates neighbouring fields (readers that split on blanks see them too).
+FIELD_DIGITS = 9
 
 
 def free(value: float) -> str:
@@ -23,11 +26,12 @@ def _with_point(text: str) -> str:
     return f"{mantissa}.{e}{exponent}"
 
 
-def fixed(value: float, width: int = FIELD) -> str:
+def fixed(value: float, width: int = FIELD_DIGITS) -> str:
     """``value`` in at most ``width`` characters, as precisely as they allow.
 
     The exact shortest form is used when it fits; otherwise significant digits
-    are dropped until it does (geo.dat bodies are read from 10-column fields).
+    are dropped until it does (geo.dat bodies are read from 10-column fields,
+    of which 9 are used: about 7 significant digits).
 
     Raises:
         ValueError: the value is not finite (the converter never passes one).

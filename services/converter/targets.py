@@ -41,7 +41,9 @@ SHIELDHIT_FILTER_KEYS: dict[str, bool] = {
     "ENUC": False, "EAMU": False, "ID": True, "NPRIM": True,
 }
 
-FILTER_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
+#: Rule operators detect.dat can carry. The editor also offers ``!=``, which cannot be
+#: written: ``!`` starts a comment in SHIELD-HIT12A's files.
+FILTER_OPERATORS = ("==", "<", "<=", ">", ">=")
 
 #: ``NKMedium`` keywords (dose to a medium other than the one scored in).
 NK_MEDIA = frozenset({"A150", "AIR", "BONE", "Muscule", "TE_Methane", "TE_Propane", "WATER"})
