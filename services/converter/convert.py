@@ -42,6 +42,10 @@ def convert(project: object, sim_type: str, *, root: str = "input_json") -> Conv
                               f"(available: {', '.join(TARGETS)})")
     node = Node(project, root)
     node.obj()
+    special = node.get("specialComponentsManager")
+    modulator = special.get("modulator") if special is not None else None
+    if modulator is not None:
+        modulator.fail("beam modulators (ripple filters) cannot be converted")
     beam = read_beam(node, target)
     geometry = read_geometry(node, target)
     scoring = read_scoring(node, target, geometry)
