@@ -10,7 +10,6 @@ strict reader accepts, with NSTAT equal to the primaries.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -20,50 +19,9 @@ from hypothesis import strategies as st
 from services.converter import ConversionError, convert
 from tests.converter import cards
 from tests.converter.fixtures import NAMES, get, project, steps
+from tests.converter.mutations import json_values, mutate, mutated, paths
 
-json_scalars = (st.none() | st.booleans() | st.integers(-10**6, 10**6)
-                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
-                | st.sampled_from([0, -1, 1e308, -1e308, 10**400, 1e-320, 2**63, "", "union",
-                                   "Cyl", "BoxGeometry", "f-water", "m-water", "MeV/nucl"]))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.sampled_from(["uuid", "x", "type", "name",
-                                                              "parameters", "value"]),
-                                             inner, max_size=3), max_leaves=6)
-
-
-def paths(doc: Any, path: str = "input_json") -> list[str]:
-    found = [path]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            if key.isidentifier():
-                found += paths(value, f"{path}.{key}")
-    elif isinstance(doc, list):
-        for i, value in enumerate(doc):
-            found += paths(value, f"{path}[{i}]")
-    return found
-
-
-def mutate(doc: dict[str, Any], path: str, kind: str, value: Any) -> dict[str, Any]:
-    doc = copy.deepcopy(doc)
-    parts = steps(path)
-    if not parts:
-        return doc
-    parent = doc
-    for part in parts[:-1]:
-        parent = parent[part]  # type: ignore[index]
-    last = parts[-1]
-    current = parent[last]  # type: ignore[index]
-    if kind == "drop":
-        del parent[last]  # type: ignore[arg-type]
-    elif kind == "scale" and isinstance(current, int | float) and not isinstance(current, bool):
-        parent[last] = current * value if isinstance(value, int | float) else -current  # type: ignore[index]
-    elif kind == "repeat" and isinstance(current, list) and current:
-        current.append(copy.deepcopy(current[0]))
-    elif kind == "empty":
-        parent[last] = type(current)() if isinstance(current, list | dict | str) else None  # type: ignore[index]
-    else:
-        parent[last] = value  # type: ignore[index]
-    return doc
+ANY_VALUE = json_values(finite=False)
 
 
 def check_error(error: ConversionError, doc: dict[str, Any]) -> None:
@@ -93,15 +51,8 @@ def check_files(conversion: Any) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_mutated_projects(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(NAMES), label="fixture")
     target = data.draw(st.sampled_from(["shieldhit", "builtin"]), label="target")
-    doc = project(name)
-    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
-        where = data.draw(st.sampled_from(paths(doc)), label="path")
-        kind = data.draw(st.sampled_from(["drop", "replace", "scale", "repeat", "empty"]),
-                         label="kind")
-        value = data.draw(json_values, label="value")
-        doc = mutate(doc, where, kind, value)
+    doc = mutated(data, NAMES, ANY_VALUE)
     try:
         conversion = convert(doc, target)
     except ConversionError as error:
@@ -113,7 +64,7 @@ def test_mutated_projects(data: st.DataObject) -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(doc=json_values, target=st.sampled_from(["shieldhit", "builtin"]))
+@given(doc=ANY_VALUE, target=st.sampled_from(["shieldhit", "builtin"]))
 def test_random_json(doc: Any, target: str) -> None:
     try:
         convert(doc, target)

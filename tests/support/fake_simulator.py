@@ -4,10 +4,16 @@
 Command line as the real one: ``fake_simulator.py -N <seed> <workdir>``. It
 reads NSTAT from ``<workdir>/beam.dat``, prints SHIELD-HIT-style lines
 (``Requested number of primaries NSTAT``, ``Primary particle no. <k> ETR: ...``,
-``Run time: ...``) to stdout and to ``shieldhit_<NNNN>.log``, and writes one
-estimator, ``z_profile_<NNNN>.json``, in the result schema: a depth-dose
-profile whose noise depends on the seed and the number of primaries, so the
-same task always gives the same numbers and a merge can be checked.
+``Run time: ...``) to stdout and to ``shieldhit_<NNNN>.log``, and writes its
+estimators in the result schema, values whose noise depends on the seed and
+the number of primaries, so the same task always gives the same numbers and a
+merge can be checked:
+
+* as the real binary does, one estimator per ``Output`` block of a keyword-format
+  ``detect.dat``, named by its ``Filename`` stem (``<stem>_<NNNN>.json``), one page
+  per ``Quantity`` line, as many values as its ``Geo`` geometry has bins;
+* for any other ``detect.dat``, one estimator ``z_profile_<NNNN>.json`` (a 40-bin
+  depth-dose profile).
 
 Test hooks:
 
@@ -51,13 +57,13 @@ def read_beam(workdir: Path) -> tuple[int, list[int] | None]:
     return nstat, fail
 
 
-def profile(seed: int, primaries: int) -> list[float]:
+def profile(seed: int, primaries: int, bins: int = BINS) -> list[float]:
     """Dose per primary in depth bins: a Bragg-like curve with seed-dependent noise."""
     rng = random.Random(seed)
     peak = 15.0
     values = []
-    for i in range(BINS):
-        z = (i + 0.5) * DEPTH_CM / BINS
+    for i in range(bins):
+        z = (i + 0.5) * DEPTH_CM / bins
         clean = 0.0 if z > peak + 0.5 else 1.0 + 3.0 * math.exp(-((z - peak) ** 2) / 0.8)
         noise = rng.gauss(0.0, 1.0) / math.sqrt(max(primaries, 1))
         values.append(round(clean * (1.0 + noise), 12))
@@ -74,6 +80,67 @@ def estimator(seed: int, primaries: int) -> dict[str, object]:
             "data": {"name": "Dose", "unit": "Gy", "values": profile(seed, primaries)},
         }],
     }
+
+
+def detect_outputs(workdir: Path) -> list[tuple[str, list[str], list[int]]]:
+    """(Filename stem, Quantity keywords, bins per axis of its Geo) per Output block."""
+    path = workdir / "detect.dat"
+    if not path.exists():
+        return []
+    blocks: list[tuple[str, list[tuple[str, list[str]]]]] = []
+    for line in path.read_text().splitlines():
+        code = line.split("!", 1)[0]
+        if not code.strip() or code.lstrip().startswith(("#", "*")):
+            continue
+        keyword, *args = code.split()
+        if not line[0].isspace():
+            blocks.append((keyword, []))
+        elif blocks:
+            blocks[-1][1].append((keyword, args))
+    bins: dict[str, list[int]] = {}
+    for kind, lines in blocks:
+        if kind == "Geometry":
+            fields = dict((k, a) for k, a in lines)
+            counts = [int(a[2]) for k, a in lines if k in ("R", "X", "Y", "Z") and len(a) > 2]
+            bins[fields.get("Name", [""])[0]] = counts or [1]
+    found = []
+    for kind, lines in blocks:
+        if kind != "Output":
+            continue
+        fields = dict((k, a) for k, a in lines)
+        stem = fields["Filename"][0].rsplit(".", 1)[0]
+        quantities = [a[0] for k, a in lines if k == "Quantity"]
+        found.append((stem, quantities, bins.get(fields.get("Geo", [""])[0], [1])))
+    return found
+
+
+def output_estimator(stem: str, quantities: list[str], counts: list[int], seed: int,
+                     primaries: int, index: int) -> dict[str, object]:
+    total = math.prod(counts)
+    depth_bins = counts[-1]
+    pages = []
+    for number, quantity in enumerate(quantities):
+        depth = profile(seed * 1000 + index * 50 + number, primaries, depth_bins)
+        dimensions = sum(1 for c in counts if c > 1)
+        pages.append({
+            "metadata": {"page_number": number, "page_name": quantity,
+                         "page_dimension": dimensions},
+            "dimensions": dimensions,
+            "data": {"name": quantity, "unit": "", "values": [depth[k % depth_bins]
+                                                              for k in range(total)]},
+        })
+    return {"name": stem, "metadata": {"file_corename": stem, "bins": counts},
+            "pages": pages}
+
+
+def write_estimators(workdir: Path, seed: int, nstat: int) -> None:
+    outputs = detect_outputs(workdir)
+    if not outputs:
+        (workdir / f"z_profile_{seed:04d}.json").write_text(json.dumps(estimator(seed, nstat)))
+        return
+    for index, (stem, quantities, counts) in enumerate(outputs):
+        data = output_estimator(stem, quantities, counts, seed, nstat, index)
+        (workdir / f"{stem}_{seed:04d}.json").write_text(json.dumps(data))
 
 
 def helper() -> int:
@@ -124,7 +191,7 @@ def main(argv: list[str]) -> int:
         left = round(step_seconds * (steps - step))
         say(f"Primary particle no. {done:>10} ETR: {left // 3600:>2} hour(s) "
             f"{left % 3600 // 60:>2} minute(s) {left % 60:>2} second(s)")
-    (workdir / f"z_profile_{seed:04d}.json").write_text(json.dumps(estimator(seed, nstat)))
+    write_estimators(workdir, seed, nstat)
     took = round(time.monotonic() - started)
     say(f"Run time: {took // 3600} hour(s) {took % 3600 // 60} minute(s) {took % 60} second(s)")
     return 0
