@@ -10,27 +10,37 @@ A :data:`Dnf` is a frozenset of terms; a term is a frozenset of signed body
 numbers. Terms holding both ``n`` and ``-n`` are empty and dropped; a term
 that contains another term is redundant and dropped, which keeps nested
 shells (each zone a figure minus the one inside it) linear in size.
+
+Geometry helps too: given a ``disjoint(m, n)`` test (bodies whose bounding
+boxes do not overlap), a term inside two disjoint bodies is empty, and a
+term inside a body disjoint from ``n`` already lies outside ``n`` — so
+subtracting something far away leaves it as it is instead of splitting it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 Term = frozenset[int]
 Dnf = frozenset[Term]
+Disjoint = Callable[[int, int], bool]
 
 #: Nothing (no term).
 EMPTY: Dnf = frozenset()
-#: Everything (one term without conditions).
-EVERYTHING: Dnf = frozenset({frozenset()})
 
-#: More terms than this in one zone (or in one step towards it) is refused: the
-#: geometry is too entangled to be written out.
-MAX_TERMS = 400
+#: More terms than this in one zone is refused: the geometry is too entangled to be
+#: written out (and expanding it further would cost more time than a request may take).
+MAX_TERMS = 256
+#: One step may expand into this many times the limit before it is simplified.
+EXPANSION_FACTOR = 32
 
 
 class TooComplex(Exception):
     """A zone's normal form would exceed :data:`MAX_TERMS` terms."""
+
+
+def _never(_a: int, _b: int) -> bool:
+    return False
 
 
 def body(number: int) -> Dnf:
@@ -38,59 +48,75 @@ def body(number: int) -> Dnf:
     return frozenset({frozenset({number})})
 
 
-def _simplify(terms: Iterable[Term]) -> Dnf:
-    kept = [t for t in set(terms) if not any(-n in t for n in t)]
+def _empty(term: Term, disjoint: Disjoint) -> bool:
+    if any(-n in term for n in term):
+        return True
+    inside = sorted(n for n in term if n > 0)
+    return any(disjoint(a, b) for i, a in enumerate(inside) for b in inside[i + 1:])
+
+
+def simplify(terms: Iterable[Term], disjoint: Disjoint = _never,
+             limit: int = MAX_TERMS) -> Dnf:
+    """The terms without empty ones and without ones that contain another.
+
+    Raises:
+        TooComplex: more than ``limit`` terms remain.
+    """
+    kept = [t for t in set(terms) if not _empty(t, disjoint)]
     kept.sort(key=len)
     result: list[Term] = []
     for term in kept:
         if not any(other <= term for other in result):
             result.append(term)
-    if len(result) > MAX_TERMS:
-        raise TooComplex
+            if len(result) > limit:
+                raise TooComplex
     return frozenset(result)
 
 
-def union(a: Dnf, b: Dnf) -> Dnf:
+def union(a: Dnf, b: Dnf, disjoint: Disjoint = _never) -> Dnf:
     """``a OR b``.
 
     Raises:
         TooComplex: the result has too many terms.
     """
-    return _simplify(a | b)
+    return simplify(a | b, disjoint)
 
 
-def intersection(a: Dnf, b: Dnf) -> Dnf:
+def intersection(a: Dnf, b: Dnf, disjoint: Disjoint = _never) -> Dnf:
     """``a AND b``.
 
     Raises:
         TooComplex: the result has (or its expansion would have) too many terms.
     """
-    if len(a) * len(b) > MAX_TERMS * MAX_TERMS:
+    if len(a) * len(b) > EXPANSION_FACTOR * MAX_TERMS:
         raise TooComplex
-    return _simplify(x | y for x in a for y in b)
+    return simplify((x | y for x in a for y in b), disjoint)
 
 
-def complement(a: Dnf) -> Dnf:
-    """``NOT a`` (De Morgan, expanded back into a union of intersections).
-
-    Raises:
-        TooComplex: the result has too many terms.
-    """
-    result = EVERYTHING
-    for term in sorted(a, key=sorted):
-        result = intersection(result, frozenset(frozenset({-n}) for n in term))
-    return result
+def _excludes(term: Term, literal: int, disjoint: Disjoint) -> bool:
+    """Whether everything in ``term`` lies outside ``literal``'s region."""
+    if -literal in term:
+        return True
+    return literal > 0 and any(n > 0 and disjoint(n, literal) for n in term)
 
 
-def difference(a: Dnf, b: Dnf) -> Dnf:
-    """``a AND NOT b``.
+def difference(a: Dnf, b: Dnf, disjoint: Disjoint = _never, limit: int = MAX_TERMS) -> Dnf:
+    """``a AND NOT b``, one term of ``b`` at a time (De Morgan on each).
 
     Raises:
-        TooComplex: the result has too many terms.
+        TooComplex: the result (or a step towards it) has more than ``limit`` terms.
     """
     result = a
-    for term in sorted(b, key=sorted):
-        result = intersection(result, frozenset(frozenset({-n}) for n in term))
+    for removed in sorted(b, key=sorted):
+        expanded: list[Term] = []
+        for term in result:
+            if any(_excludes(term, n, disjoint) for n in removed):
+                expanded.append(term)
+            else:
+                expanded.extend(term | {-n} for n in removed)
+            if len(expanded) > EXPANSION_FACTOR * limit:
+                raise TooComplex
+        result = simplify(expanded, disjoint, limit)
     return result
 
 

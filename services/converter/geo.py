@@ -282,10 +282,23 @@ class _Builder:
         self.root = root
         self.target = target
         self.bodies: list[g.Body] = []
+        self.boxes: list[tuple[g.Vector, g.Vector]] = []
         self.figures: dict[str, boolean.Dnf] = {}
-        self.positive: dict[int, g.Body] = {}
         self.materials = Materials(root, target)
         self.media = Media()
+
+    def disjoint(self, a: int, b: int) -> bool:
+        """Whether bodies ``a`` and ``b`` (numbers) provably share no point.
+
+        Their bounding boxes are apart along some axis. Boxes that merely touch do
+        not count: once geo.dat has rounded the numbers, touching may overlap.
+        """
+        (alo, ahi), (blo, bhi) = self.boxes[a - 1], self.boxes[b - 1]
+        return any(ahi[i] < blo[i] or bhi[i] < alo[i] for i in range(3))
+
+    def volume(self, n: int) -> float:
+        lo, hi = self.boxes[n - 1]
+        return (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])
 
     def add_solid(self, solid: Solid, where: Node) -> boolean.Dnf:
         bodies = _bodies_of(solid)
@@ -294,8 +307,8 @@ class _Builder:
         numbers = []
         for b in bodies:
             self.bodies.append(b)
+            self.boxes.append(bounds.bounding_box(b))
             numbers.append(len(self.bodies))
-        self.positive[numbers[0]] = bodies[0]
         shape = boolean.body(numbers[0])
         if len(numbers) == 2:
             shape = boolean.difference(shape, boolean.body(numbers[1]))
@@ -334,12 +347,12 @@ class _Builder:
                     if figure is None:
                         uuid_node.fail("names no figure of figureManager.figures")
                     if mode == "union":
-                        acc = boolean.union(acc, figure)
+                        acc = boolean.union(acc, figure, self.disjoint)
                     elif mode == "intersection":
-                        acc = boolean.intersection(acc, figure)
+                        acc = boolean.intersection(acc, figure, self.disjoint)
                     else:
-                        acc = boolean.difference(acc, figure)
-                shape = boolean.union(shape, acc)
+                        acc = boolean.difference(acc, figure, self.disjoint)
+                shape = boolean.union(shape, acc, self.disjoint)
         except boolean.TooComplex:
             operations.fail(f"needs more than {boolean.MAX_TERMS} intersections in geo.dat; "
                             "simplify the zone")
@@ -351,10 +364,43 @@ class _Builder:
         world = self.bodies[world_number - 1]
         clipped = set()
         for term in shape:
-            proven = any(n > 0 and n in self.positive and bounds.inside(self.positive[n], world)
-                         for n in term)
+            proven = any(n > 0 and bounds.inside(self.bodies[n - 1], world) for n in term)
             clipped.add(term if proven else term | {world_number})
         return frozenset(clipped)
+
+    def world(self, world_number: int, zones: list[boolean.Dnf]) -> boolean.Dnf:
+        """The world body minus every zone.
+
+        Subtracting the zones one by one gives the most compact zone line, but can
+        grow exponentially (each zone of n bodies splits every term n ways). When it
+        does, the world is cut instead along each zone's smallest body h ("hull"):
+        the part outside every hull, plus for each hull what the zones leave of it,
+        where zones far from h (disjoint boxes) no longer split anything.
+
+        Raises:
+            TooComplex: even so, more than boolean.MAX_TERMS terms.
+        """
+        try:
+            result = boolean.body(world_number)
+            for zone in zones:
+                result = boolean.difference(result, zone, self.disjoint, limit=32)
+            return result
+        except boolean.TooComplex:
+            pass
+        hulls: list[int] = []
+        for zone in zones:
+            for term in zone:
+                inside = [n for n in term if n > 0 and n != world_number]
+                hull = min(inside, key=lambda n: (self.volume(n), n))
+                if hull not in hulls:
+                    hulls.append(hull)
+        parts: set[boolean.Term] = {frozenset({world_number, *(-h for h in hulls)})}
+        for hull in hulls:
+            region = frozenset({frozenset({world_number, hull})})
+            for zone in zones:
+                region = boolean.difference(region, zone, self.disjoint)
+            parts |= region
+        return boolean.simplify(parts, self.disjoint)
 
 
 def _title(root: Node) -> str:
@@ -397,23 +443,23 @@ def read_geometry(root: Node, target: Target) -> Geometry:
     if world_solid.inner_radius:
         world_node.key("geometryData").key("parameters").key("innerRadius").fail(
             "the world zone cannot be hollow")
-    world_shape = builder.add_solid(world_solid, world_node)
+    builder.add_solid(world_solid, world_node)
     world_number = len(builder.bodies)
     world_medium = builder.materials.medium_of(world_node)
 
     zones: list[Zone] = []
-    world = world_shape
+    clipped_shapes = []
     for zone, shape in shapes:
         medium = builder.materials.medium_of(zone)
         clipped = builder.clip(shape, world_number)
+        clipped_shapes.append(clipped)
         zones.append(Zone(len(zones) + 1, boolean.ordered(clipped),
                           builder.media.number(medium)))
-        try:
-            world = boolean.difference(world, clipped)
-        except boolean.TooComplex:
-            world_node.fail(f"the world zone (what the other zones leave of it) needs more "
-                            f"than {boolean.MAX_TERMS} intersections in geo.dat; simplify "
-                            "the zones")
+    try:
+        world = builder.world(world_number, clipped_shapes)
+    except boolean.TooComplex:
+        world_node.fail(f"the world zone (what the other zones leave of it) needs more than "
+                        f"{boolean.MAX_TERMS} intersections in geo.dat; simplify the zones")
     world_uuid = world_node.get("uuid")
     world_zone_number = len(zones) + 1
     world_medium_number = builder.media.number(world_medium)

@@ -377,3 +377,45 @@ def test_long_zones_continue_on_the_next_line() -> None:
     geo = cards.geo(text)
     assert geo.zones[13] == [[13, *(-n for n in range(1, 13))]]
     oracle.compare(doc, geo, points=2000)
+
+
+def lenses(count: int, spacing: float) -> dict[str, Any]:
+    """``count`` lens-shaped zones (each the intersection of two spheres) along x."""
+    doc = project("zones")
+    figures, zones = [], []
+    for i in range(count):
+        x = (i - count / 2) * spacing
+        for side, dx in (("l", -0.5), ("r", 0.5)):
+            figures.append({"name": f"{side}{i}", "type": "SphereFigure", "uuid": f"f-{side}{i}",
+                            "geometryData": {"geometryType": "SphereGeometry",
+                                             "position": [x + dx, 0, 0], "rotation": [0, 0, 0],
+                                             "parameters": {"radius": 0.8}}})
+        zones.append({"uuid": f"z-{i}", "name": f"Lens{i}", "type": "BooleanZone",
+                      "materialUuid": "m-water", "materialPropertiesOverrides": {},
+                      "unionOperations": [[{"mode": "union", "objectUuid": f"f-l{i}"},
+                                           {"mode": "intersection", "objectUuid": f"f-r{i}"}]]})
+    doc["figureManager"]["figures"] = figures
+    doc["zoneManager"]["zones"] = zones
+    doc["zoneManager"]["worldZone"]["geometryData"] = {
+        "geometryType": "BoxGeometry", "position": [0, 0, 0], "rotation": [0, 0, 0],
+        "parameters": {"width": count * spacing + 4, "height": 4, "depth": 4}}
+    doc["scoringManager"]["outputs"][0]["detectorUuid"] = "d-mesh"
+    return doc
+
+
+def test_many_intersection_zones_keep_the_world_zone_small() -> None:
+    # Subtracting 12 lenses one by one would split the world into 2**12 terms.
+    doc = lenses(12, spacing=3.0)
+    geo = cards.geo(convert(doc, "shieldhit").files["geo.dat"])
+    world = geo.zones[13]
+    assert len(world) <= 13, world
+    oracle.compare(doc, geo, points=3000)
+
+
+def test_a_hopelessly_entangled_world_zone_is_refused() -> None:
+    # Lenses that all overlap: no zone is far from another, nothing prunes the expansion.
+    doc = lenses(12, spacing=0.01)
+    with pytest.raises(ConversionError) as info:
+        convert(doc, "shieldhit")
+    assert info.value.path == "input_json.zoneManager.worldZone"
+    assert "needs more than 256 intersections" in info.value.reason
