@@ -62,10 +62,13 @@ def simplify(terms: Iterable[Term], disjoint: Disjoint = _never,
     Raises:
         TooComplex: more than ``limit`` terms remain.
     """
-    kept = [t for t in set(terms) if not _empty(t, disjoint)]
-    kept.sort(key=len)
+    return _minimal([t for t in set(terms) if not _empty(t, disjoint)], limit)
+
+
+def _minimal(terms: list[Term], limit: int) -> Dnf:
+    terms = sorted(set(terms), key=len)
     result: list[Term] = []
-    for term in kept:
+    for term in terms:
         if not any(other <= term for other in result):
             result.append(term)
             if len(result) > limit:
@@ -93,15 +96,12 @@ def intersection(a: Dnf, b: Dnf, disjoint: Disjoint = _never) -> Dnf:
     return simplify((x | y for x in a for y in b), disjoint)
 
 
-def _excludes(term: Term, literal: int, disjoint: Disjoint) -> bool:
-    """Whether everything in ``term`` lies outside ``literal``'s region."""
-    if -literal in term:
-        return True
-    return literal > 0 and any(n > 0 and disjoint(n, literal) for n in term)
-
-
 def difference(a: Dnf, b: Dnf, disjoint: Disjoint = _never, limit: int = MAX_TERMS) -> Dnf:
     """``a AND NOT b``, one term of ``b`` at a time (De Morgan on each).
+
+    A term of ``a`` that already lies outside a removed term (it holds the opposite
+    of one of its literals, or lies in a body disjoint from one of its bodies) stays
+    whole; any other term splits into one term per literal of the removed term.
 
     Raises:
         TooComplex: the result (or a step towards it) has more than ``limit`` terms.
@@ -110,13 +110,20 @@ def difference(a: Dnf, b: Dnf, disjoint: Disjoint = _never, limit: int = MAX_TER
     for removed in sorted(b, key=sorted):
         expanded: list[Term] = []
         for term in result:
-            if any(_excludes(term, n, disjoint) for n in removed):
+            inside = [n for n in term if n > 0]
+            if any(-n in term or (n > 0 and any(disjoint(m, n) for m in inside))
+                   for n in removed):
                 expanded.append(term)
-            else:
-                expanded.extend(term | {-n} for n in removed)
+                continue
+            for n in removed:
+                # term AND NOT n: empty if term is inside n, or if n < 0 and the body -n
+                # it must now be inside is disjoint from one it is inside already.
+                if n in term or (n < 0 and any(disjoint(m, -n) for m in inside)):
+                    continue
+                expanded.append(term | {-n})
             if len(expanded) > EXPANSION_FACTOR * limit:
                 raise TooComplex
-        result = simplify(expanded, disjoint, limit)
+        result = _minimal(expanded, limit)
     return result
 
 
