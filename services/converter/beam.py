@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from services.converter.errors import ConversionError
 from services.converter.numbers import free
 from services.converter.reader import Node
 from services.converter.targets import PARTICLES, Target
@@ -219,6 +220,10 @@ def read_beam(root: Node, target: Target) -> Beam:
     per = "MeV" if PARTICLES[code][1] is None else "MeV/nucleon"
     cards.append(("TMAX0", [free(energy), free(spread)], f"energy and spread ({per})"))
     low_node, high_node = beam.get("energyLowCutoff"), beam.get("energyHighCutoff")
+    if (low_node is None) != (high_node is None):
+        missing = "energyHighCutoff" if high_node is None else "energyLowCutoff"
+        raise ConversionError(beam.child_path(missing),
+                              "is missing: TCUT0 needs both energy cut-offs")
     if low_node is not None and high_node is not None:
         low = low_node.number(low=0.0, high=MAX_ENERGY)
         high = high_node.number(above=low, high=MAX_ENERGY)

@@ -348,6 +348,12 @@ def test_physics_settings(physic: dict[str, Any], expected: dict[str, float]) ->
     assert {k: cards.numbers(beam[k])[0] for k in expected} == expected
 
 
+def test_no_cutoffs_no_tcut0() -> None:
+    doc = project("water_phantom")
+    del doc["beam"]["energyLowCutoff"], doc["beam"]["energyHighCutoff"]
+    assert "TCUT0" not in cards.beam_cards(convert(doc, "builtin").files["beam.dat"])
+
+
 def test_primaries_are_the_beams_number_of_particles() -> None:
     doc = put(project("water_phantom"), "input_json.beam.numberOfParticles", 123456)
     conversion = convert(doc, "builtin")

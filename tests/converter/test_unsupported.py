@@ -166,6 +166,8 @@ CASES: list[tuple[str, str, str, list[Edit], str, str]] = [
      "input_json.physic.energyModelStraggling", "must be one of"),
     ("cut-offs reversed", "water_phantom", "shieldhit", [(f"{BEAM}.energyHighCutoff", 0)],
      f"{BEAM}.energyHighCutoff", "greater than 0"),
+    ("one cut-off", "water_phantom", "builtin", [(f"{BEAM}.energyLowCutoff", DROP)],
+     f"{BEAM}.energyLowCutoff", "TCUT0 needs both"),
 ]
 
 
