@@ -53,7 +53,11 @@ def mutate(doc: dict[str, Any], path: str, kind: str, value: Any) -> dict[str, A
     if kind == "drop":
         del parent[last]  # type: ignore[arg-type]
     elif kind == "scale" and isinstance(current, int | float) and not isinstance(current, bool):
-        parent[last] = current * value if isinstance(value, int | float) else -current  # type: ignore[index]
+        try:
+            scaled = current * value if isinstance(value, int | float) else -current
+        except OverflowError:  # a float times an int beyond floats: use the int itself
+            scaled = value
+        parent[last] = scaled  # type: ignore[index]
     elif kind == "repeat" and isinstance(current, list) and current:
         current.append(copy.deepcopy(current[0]))
     elif kind == "empty":
