@@ -6,8 +6,8 @@ and an entrance slab (``entrance``): project order is not alphabetical, while
 the merged result lists estimators as their files sort, so the order served
 proves the matching by name. The simulator for ``shieldhit`` is the SHIELD-HIT
 stand-in, configured as an operator configures the real binary; it writes one
-estimator per ``Output`` block of the generated detect.dat, named by its
-Filename stem, as SHIELD-HIT12A does.
+``<stem>_<NNNN>.bdo`` per ``Output`` block of the generated detect.dat, which the
+plug-in reads with pymchelper, as with SHIELD-HIT12A itself.
 """
 
 from __future__ import annotations
@@ -83,12 +83,15 @@ async def test_editor_project_runs_to_completed(stack: Stack, module_kafka: Kafk
         estimators = reply["estimators"]
         assert [e["name"] for e in estimators] == names
         z_profile, entrance = estimators
-        # z_profile: Dose and Fluence over the 40 depth bins of its Cyl detector.
-        assert [p["metadata"]["page_name"] for p in z_profile["pages"]] == ["Dose", "Fluence"]
+        # z_profile: Dose and Fluence over the 40 depth bins of its Cyl detector; entrance:
+        # the dose in Gy in its one bin.
         assert all(len(p["data"]["values"]) == 40 for p in z_profile["pages"])
         assert [len(p["data"]["values"]) for p in entrance["pages"]] == [1]
         status, reply = await call(session, "GET", f"/estimators?job_id={job_id}")
         assert [e["name"] for e in reply["estimators_metadata"]] == names
+        pages = {e["name"]: [p["page_name"] for p in e["pages_metadata"]]
+                 for e in reply["estimators_metadata"]}
+        assert pages == {"z_profile": ["DOSE", "FLUENCE"], "entrance": ["DOSE-GY"]}
         for name in names:
             status, reply = await call(session, "GET",
                                        f"/results?job_id={job_id}&estimator_name={name}")
