@@ -2,23 +2,23 @@
 
 ``python -m bench.runner_bench [--reps 8] [--reps-64 4] [--cancel-reps 8]``
 
-The whole stack runs as separate processes, as in production: the broker (the project's
-own if it already answers, else one of the benchmark's own), the projector, one runner
-(concurrency = the number of cores) and the API, with a fresh state directory and topic
-prefix. For the overhead and dispatch phases the simulator is ``bench/null_simulator.sh``, a
-SHIELD-HIT12A stand-in in POSIX sh that does almost nothing (same command line and log lines,
-one estimator file), configured as an operator configures the real binary, so what is
-measured is the platform's own overhead; the cancel phase uses the Python stand-in
-``tests/support/fake_simulator.py``, which runs until it is stopped.
+The whole stack runs as separate processes started by the stack launcher
+(:mod:`devstack.stack`), as in production: the broker (the project's own if it already
+answers, else one of the benchmark's own), the projector, one runner (concurrency = the
+number of cores) and the API, with a fresh state directory and topic prefix. The simulator
+is ``bench/null_simulator.sh``, a SHIELD-HIT12A stand-in in POSIX sh that does almost nothing
+(same command line and log lines, one estimator file), configured as an operator configures
+the real binary, so what is measured is the platform's own overhead; for the cancel phase
+its ``SLEEP`` card keeps it running until it is stopped.
 
 * **Orchestration overhead**: ``POST /jobs/direct`` to the moment ``GET /jobs/direct``
   shows COMPLETED (polled every 5 ms), jobs one after another, at ntasks 1, 8 and 64.
   Target: under 1 s at ntasks 8. The same interval taken from the log (JobSubmitted to
   JobCompleted, both stamped by their producers on this machine's clock) is shown beside it.
 * **Dispatch latency**: JobSubmitted to the job's first TaskStarted, from the log.
-* **Cancel latency**: ``DELETE /jobs/direct`` to the last simulator process of the job gone
-  from the process table (polled every 2 ms), for jobs with one running simulator per
-  runner slot (the runner restarted with a stand-in that runs for minutes).
+* **Cancel latency**: ``DELETE /jobs/direct`` to the last process of the job's simulators'
+  process groups gone from the process table (polled every 2 ms), for jobs with one running
+  simulator per runner slot.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from typing import Any
 
 import aiohttp
 
-from bench.api_bench import Stack, broker, service_env, wait_ready, wait_schema
+from bench.api_bench import Bench, broker, service_env
 from devstack import pick_free_ports, process_alive, process_cmdline
+from devstack.stack import Stack, StackConfig
 from services.contract.envelope import Event
 from services.contract.kafka_io import EventDecoder
 from services.contract.log_reader import LogReader
@@ -47,7 +48,6 @@ from services.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "runner.json"
-FAKE_SIMULATOR = ROOT / "tests" / "support" / "fake_simulator.py"
 NULL_SIMULATOR = ROOT / "bench" / "null_simulator.sh"
 USERNAME, PASSWORD = "bench", "bench-password-1"
 TARGET_OVERHEAD_S = 1.0
@@ -58,9 +58,11 @@ def log(message: str) -> None:
     print(f"runner_bench: {message}", file=sys.stderr, flush=True)
 
 
-def body(ntasks: int) -> dict[str, Any]:
+def body(ntasks: int, sleep: float = 0.0) -> dict[str, Any]:
     """A SHIELD-HIT12A files submission of ``ntasks`` tasks, 10 primaries each."""
     beam = f"RNDSEED 89736501\nJPART0 2\nTMAX0 150.0 0.0\nNSTAT {10 * ntasks} 0\n"
+    if sleep:
+        beam += f"SLEEP {sleep:g}\n"
     return {"sim_type": "shieldhit", "ntasks": ntasks, "input_type": "files", "title": "bench",
             "input_files": {"beam.dat": beam, "geo.dat": "", "mat.dat": "", "detect.dat": ""}}
 
@@ -94,8 +96,9 @@ class Client:
             if r.status != 202:
                 raise RuntimeError(f"login: {r.status} {await r.text()}")
 
-    async def submit(self, ntasks: int) -> str:
-        async with self.session.post(self.base + "/jobs/direct", json=body(ntasks)) as r:
+    async def submit(self, ntasks: int, sleep: float = 0.0) -> str:
+        async with self.session.post(self.base + "/jobs/direct",
+                                     json=body(ntasks, sleep)) as r:
             data = await r.json()
             if r.status != 202:
                 raise RuntimeError(f"submit: {r.status} {data}")
@@ -125,17 +128,37 @@ class Client:
         raise RuntimeError(f"job {job_id} not finished after {limit_s} s")
 
 
-def simulators_under(root: Path) -> list[int]:
-    """Live stand-in simulator processes whose command line names a path under ``root``."""
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def simulator_groups(root: Path) -> set[int]:
+    """Process groups of the stand-in simulators running under ``root``."""
     marker = str(root)
-    found = []
+    groups = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         argv = process_cmdline(int(entry.name))
-        if any("fake_simulator" in a for a in argv) and any(marker in a for a in argv) \
+        if any("null_simulator" in a for a in argv) and any(marker in a for a in argv) \
                 and process_alive(int(entry.name)):
-            found.append(int(entry.name))
+            fields = _stat_fields(int(entry.name))
+            if len(fields) > 2:
+                groups.add(int(fields[2]))
+    return groups
+
+
+def group_members(groups: set[int]) -> list[int]:
+    """Live processes in any of these process groups (the simulators and their children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if len(fields) > 2 and int(fields[2]) in groups and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
     return found
 
 
@@ -174,47 +197,31 @@ async def overhead_phase(client: Client,
 async def cancel_phase(client: Client, workdir: Path, reps: int, slots: int) -> list[float]:
     latencies = []
     for _ in range(reps):
-        job_id = await client.submit(slots)
+        job_id = await client.submit(slots, sleep=600)
         deadline = time.monotonic() + 60
-        while len(simulators_under(workdir)) < slots:
+        while len(groups := simulator_groups(workdir)) < slots:
             if time.monotonic() > deadline:
                 raise RuntimeError("the simulators of the cancel job never all started")
             await asyncio.sleep(0.01)
-        pids = simulators_under(workdir)
+        while len(group_members(groups)) < 2 * slots:  # noqa: ASYNC110 - each sh has its sleep
+            await asyncio.sleep(0.005)
         started = time.monotonic()
         await client.cancel(job_id)
-        while any(process_alive(pid) for pid in pids):  # noqa: ASYNC110 - polls /proc
+        while group_members(groups):  # noqa: ASYNC110 - polls /proc
             await asyncio.sleep(0.002)
         latencies.append(time.monotonic() - started)
         await client.wait_terminal(job_id)
     return latencies
 
 
-def stand_in(state_dir: Path) -> Path:
-    """The stand-in as an executable that starts this interpreter directly.
-
-    Its own ``#!/usr/bin/env python3`` may go through a version manager's shim (pyenv's
-    costs ~0.5 s per start here), which would be measured as platform overhead.
-    """
-    path = state_dir / "fake_simulator"
-    path.write_text(f"#!{sys.executable}\nimport runpy\n"
-                    f"runpy.run_path({str(FAKE_SIMULATOR)!r}, run_name='__main__')\n")
-    path.chmod(0o755)
-    return path
-
-
-def runner_env(base_env: dict[str, str], state_dir: Path, prefix: str,
-               step_seconds: float | None) -> dict[str, str]:
-    """The runner's environment: the null simulator, or (with ``step_seconds``) the slow one."""
+def runner_env(base_env: dict[str, str], prefix: str) -> dict[str, str]:
+    """Every service's environment, with the runner's simulator and groups."""
     env = dict(base_env)
-    exe = NULL_SIMULATOR if step_seconds is None else stand_in(state_dir)
     env.update({
-        "SIMJOBS_SIM_SHIELDHIT_EXE": str(exe),
-        "SIMJOBS_RUNNER_WORKDIR": str(state_dir / "work"),
+        "SIMJOBS_SIM_SHIELDHIT_EXE": str(NULL_SIMULATOR),
         "SIMJOBS_RUNNER_COORDINATOR_GROUP": f"{prefix}-coordinator",
         "SIMJOBS_RUNNER_WORKER_GROUP": f"{prefix}-workers",
         "SIMJOBS_RUNNER_GRACE_SECONDS": "2",
-        "FAKE_SIM_STEP_SECONDS": str(step_seconds or 0),
     })
     return env
 
@@ -225,19 +232,16 @@ def ms(value: float | None) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix="simjobs-runnerbench-"))
-    stack = Stack(state_dir)
+    bench = Bench(state_dir)
     prefix = f"rb{uuid.uuid4().hex[:10]}"
     try:
-        bootstrap = await asyncio.to_thread(broker, stack)
+        bootstrap = await asyncio.to_thread(broker, bench)
         (port,) = pick_free_ports(1)
-        env = service_env(bootstrap, state_dir, port, prefix)
-        stack.spawn("projector", [sys.executable, "-m", "services.projector"], env)
-        await asyncio.to_thread(wait_schema, stack, state_dir / "readmodel.sqlite3")
-        stack.spawn("runner", [sys.executable, "-m", "services.runner"],
-                    runner_env(env, state_dir, prefix, None))
-        stack.spawn("api", [sys.executable, "-m", "services.api"], env)
+        env = runner_env(service_env(bootstrap, state_dir, port, prefix), prefix)
+        bench.services = Stack(StackConfig(state_dir, env, api_workers=1, runners=1,
+                                           bootstrap=bootstrap), report=log)
+        await asyncio.to_thread(bench.services.up)
         base = f"http://127.0.0.1:{port}"
-        await wait_ready(base, stack)
         kafka = KafkaSettings(bootstrap, prefix, 6, 12, "runner-bench")
         slots = os.cpu_count() or 1
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
@@ -246,13 +250,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await client.wait_terminal(await client.submit(1))  # warm-up: groups joined
             reps = {1: args.reps, 8: args.reps, 64: args.reps_64}
             runs = await overhead_phase(client, reps)
-            stack.stop_process("runner")
-            stack.spawn("runner", [sys.executable, "-m", "services.runner"],
-                        runner_env(env, state_dir, prefix, 60.0))
-            cancels = await cancel_phase(client, state_dir / "work", args.cancel_reps, slots)
+            cancels = await cancel_phase(client, state_dir, args.cancel_reps, slots)
         events = await job_events(kafka)
     finally:
-        stack.stop_all()
+        bench.stop_all()
     if args.timeline:
         job_id = runs[8][-1][0]
         evs = events.get(job_id, [])
