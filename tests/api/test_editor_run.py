@@ -83,15 +83,15 @@ async def test_editor_project_runs_to_completed(stack: Stack, module_kafka: Kafk
         estimators = reply["estimators"]
         assert [e["name"] for e in estimators] == names
         z_profile, entrance = estimators
-        # z_profile: Dose and Fluence over the 40 depth bins of its Cyl detector; entrance:
-        # the dose in Gy in its one bin.
-        assert all(len(p["data"]["values"]) == 40 for p in z_profile["pages"])
+        # z_profile: Dose and Fluence (one page each) over the 40 depth bins of its Cyl
+        # detector; entrance: the dose in Gy in its one bin.
+        assert [len(p["data"]["values"]) for p in z_profile["pages"]] == [40, 40]
         assert [len(p["data"]["values"]) for p in entrance["pages"]] == [1]
         status, reply = await call(session, "GET", f"/estimators?job_id={job_id}")
         assert [e["name"] for e in reply["estimators_metadata"]] == names
-        pages = {e["name"]: [p["page_name"] for p in e["pages_metadata"]]
+        pages = {e["name"]: [p["page_number"] for p in e["pages_metadata"]]
                  for e in reply["estimators_metadata"]}
-        assert pages == {"z_profile": ["DOSE", "FLUENCE"], "entrance": ["DOSE-GY"]}
+        assert pages == {"z_profile": [0, 1], "entrance": [0]}
         for name in names:
             status, reply = await call(session, "GET",
                                        f"/results?job_id={job_id}&estimator_name={name}")
