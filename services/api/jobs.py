@@ -52,6 +52,7 @@ from services.api.readwait import WAITER, find_job, owned_job
 from services.contract.envelope import Event, format_time, utc_now
 from services.contract.errors import PublishFailed
 from services.contract.jobs import CANCELABLE, JobState
+from services.engine.input import InputError, parse_inputs
 from services.projector.state import JobView, TaskView
 from services.settings import ApiSettings
 
@@ -247,6 +248,12 @@ def parse_submission(body: dict[str, Any], api: ApiSettings, *, batch: bool) -> 
         if "input_files" not in body:
             raise BadRequest("Wrong data provided: input_type 'files' needs input_files")
         files = _check_files(body["input_files"])
+        if sim_type == "builtin":  # refuse at once what the built-in engine cannot run
+            try:
+                parse_inputs(files)
+            except InputError as exc:
+                raise BadRequest(f"Wrong data provided: {exc}", file=exc.file, line=exc.line,
+                                 card=exc.card) from exc
         primaries = files_primaries(files)
         input_object = {"input_type": "FILES", "input_files": files}
     if primaries < 1 or primaries > MAX_PRIMARIES:

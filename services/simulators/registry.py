@@ -10,16 +10,21 @@ variable to set (:class:`~services.simulators.errors.SimulatorUnavailable`).
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from services.settings import RunnerSettings, sim_exe_variable
 from services.simulators.base import Simulator
+from services.simulators.builtin import Builtin
 from services.simulators.errors import SimulatorUnavailable
 from services.simulators.shieldhit import ShieldHit
 
 #: sim_type -> plug-in factory; each is built with the configured executable.
-PLUGINS: dict[str, Callable[[str], Simulator]] = {"shieldhit": ShieldHit}
+PLUGINS: dict[str, Callable[[str], Simulator]] = {"shieldhit": ShieldHit, "builtin": Builtin}
+
+#: Executables used when none is configured: the built-in engine runs on this Python.
+DEFAULT_EXECUTABLES: dict[str, str] = {"builtin": sys.executable}
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class SimulatorRegistry:
             raise SimulatorUnavailable(
                 f"simulator {sim_type!r} cannot run on this platform: there is "
                 f"no plug-in for it (available: {', '.join(sorted(PLUGINS))})")
-        exe = self.executables.get(sim_type)
+        exe = self.executables.get(sim_type) or DEFAULT_EXECUTABLES.get(sim_type)
         if not exe:
             raise SimulatorUnavailable(
                 f"simulator {sim_type!r} is not configured on this runner: set "

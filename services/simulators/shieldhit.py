@@ -43,19 +43,7 @@ class ShieldHit:
         return [self.executable, "-N", str(seed), str(workdir)]
 
     def parse_progress(self, line: str) -> Progress | None:
-        tokens = line.split()
-        if len(tokens) >= 10 and tokens[:3] == ["Primary", "particle", "no."] \
-                and tokens[4] == "ETR:":
-            try:
-                done = int(tokens[3])
-                eta = int(tokens[5]) * 3600 + int(tokens[7]) * 60 + int(tokens[9])
-            except ValueError:
-                return None
-            return Progress(done, None, eta)
-        match = _REQUESTED.search(line)
-        if match:
-            return Progress(0, int(match.group(1)), None)
-        return None
+        return parse_progress(line)
 
     def collect(self, workdir: Path) -> dict[str, Any]:
         document = estimator_documents(workdir)
@@ -65,6 +53,23 @@ class ShieldHit:
                                    "needs pymchelper, which this runner does not have yet")
             raise CollectError("SHIELD-HIT12A wrote no estimator output")
         return document
+
+
+def parse_progress(line: str) -> Progress | None:
+    """Progress from one SHIELD-HIT12A output line (the built-in engine prints the same)."""
+    tokens = line.split()
+    if len(tokens) >= 10 and tokens[:3] == ["Primary", "particle", "no."] \
+            and tokens[4] == "ETR:":
+        try:
+            done = int(tokens[3])
+            eta = int(tokens[5]) * 3600 + int(tokens[7]) * 60 + int(tokens[9])
+        except ValueError:
+            return None
+        return Progress(done, None, eta)
+    match = _REQUESTED.search(line)
+    if match:
+        return Progress(0, int(match.group(1)), None)
+    return None
 
 
 def set_nstat(beam: str, primaries: int) -> str:
