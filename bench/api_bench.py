@@ -52,9 +52,16 @@ BENCH_KAFKA_HOME = Path.home() / ".cache" / "simjobs" / "kafka-apibench"
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
 TARGET_CONCURRENCY = 32
+#: A small valid built-in engine input (the API parses builtin inputs at submit).
+BENCH_GEO = ("    0    0          bench\n"
+             "  RPP    1     -10.0      10.0     -10.0      10.0       0.0      20.0\n"
+             "  END\n  001          +1\n  END\n    1\n    1\n")
 POST_BODY: dict[str, Any] = {
     "sim_type": "builtin", "ntasks": 4, "input_type": "files",
-    "input_files": {"beam.dat": "NSTAT 1000\n", "geo.dat": "", "mat.dat": "", "detect.dat": ""},
+    "input_files": {"beam.dat": "TMAX0 150\nNSTAT 1000\n", "geo.dat": BENCH_GEO,
+                    "mat.dat": "MEDIUM 1\nICRU 276\nEND\n",
+                    "detect.dat": "Geometry Cyl\n Name c\n R 0 10 1\n Z 0 20 200\n"
+                                  "Output\n Filename dd.bdo\n Geo c\n Quantity Dose\n"},
     "title": "bench",
 }
 USERNAME, PASSWORD = "bench", "bench-password-1"
