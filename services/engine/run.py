@@ -76,7 +76,8 @@ def run(engine_input: EngineInput, seed: int, workdir: Path, out: TextIO,
         f"{beam.energy:g} MeV/u")
     say(f"Requested number of primaries NSTAT      :  {total}")
     balance = EnergyBalance()
-    per_batch = np.bincount(np.arange(total) % batches, minlength=batches).astype(np.int64)
+    # Primary i goes to batch i % batches: the first (total % batches) get one more.
+    per_batch = (total // batches + (np.arange(batches) < total % batches)).astype(np.int64)
     done = 0
     last = time.monotonic()
     chunk_index = 0
