@@ -222,11 +222,14 @@ class Detector:
         """Volume of each bin (cm^3), in the flat order."""
         a0, a1, a2 = self.geometry.axes
         if self.geometry.kind is GeometryKind.CYL:
+            # Annulus area times the azimuthal fraction of the (single, full) PHI bin.
             edges = np.linspace(a0.low, a0.high, a0.n + 1)
-            first = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2) * a1.width / (2 * math.pi)
+            first = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)
+            second = np.full(a1.n, a1.width / (2 * math.pi))
         else:
             first = np.full(a0.n, a0.width)
-        grid = (first[:, None, None] * np.full(a1.n, a1.width)[None, :, None]
+            second = np.full(a1.n, a1.width)
+        grid = (first[:, None, None] * second[None, :, None]
                 * np.full(a2.n, a2.width)[None, None, :])
         volumes: FloatArray = grid.ravel(order="F")
         return volumes

@@ -12,6 +12,7 @@ from services.simulators.merge import TaskResult, merge_results
 from tests.engine.helpers import (
     beam,
     depth_dose_detect,
+    distal_r80,
     estimator,
     files,
     page_arrays,
@@ -160,3 +161,72 @@ def test_geometry_from_the_editor_converter(tmp_path: Path) -> None:
     # Scattered protons leave the 5 cm radius cylinder rarely; none is lost silently.
     b = summary.balance
     assert b.deposited + b.escaped + b.nuclear_not_transported == pytest.approx(b.beam)
+
+
+#: Water from z = 0 with a 2 cm compact-bone slab (a BOX) at z = 5-7 cm; the beam starts
+#: 5 cm upstream in vacuum.
+BONE_SLAB = """    0    0          bone slab in water, beam from vacuum
+  RPP    1     -20.0      20.0     -20.0      20.0       0.0      40.0
+  BOX    2     -20.0     -20.0       5.0      40.0       0.0       0.0
+                 0.0      40.0       0.0       0.0       0.0       2.0
+  RPP    3     -30.0      30.0     -30.0      30.0     -10.0      50.0
+  RPP    4     -40.0      40.0     -40.0      40.0     -20.0      60.0
+  END
+  001          +1     -2
+  002          +2
+  003          +3     -1
+  004          +4     -3
+  END
+    1    2    3    4
+    1    2 1000    0
+"""
+WATER_AND_BONE = "MEDIUM 1\nICRU 276\nEND\nMEDIUM 2\nICRU 119\nEND\n"
+
+
+def test_bone_slab_shifts_the_bragg_peak_by_its_water_equivalent(tmp_path: Path) -> None:
+    detect = depth_dose_detect(18.0, 360) + (
+        "Geometry Cyl\n Name coarse\n R 0 20 1\n Z 4.5 5.5 2\n"
+        "Output\n Filename let.bdo\n Geo coarse\n Quantity tLET\n")
+    water = run_in_process(files(beam(150.0, 1500, "BEAMPOS 0 0 -5\n"), detect), tmp_path / "w",
+                           seed=8)
+    bone = run_in_process(files(beam(150.0, 1500, "BEAMPOS 0 0 -5\n"), detect, geo=BONE_SLAB,
+                                mat=WATER_AND_BONE), tmp_path / "b", seed=8)
+    z, dose_water = page_arrays(estimator(tmp_path / "w", "dd"))
+    _, dose_bone = page_arrays(estimator(tmp_path / "b", "dd"))
+    # PSTAR: water-equivalent thickness of 2 cm of compact bone (rho 1.85) near 130 MeV.
+    energies = np.array([120.0, 130.0, 140.0])
+    ratio = float(np.mean(pstar("BONE_COMPACT_ICRU").calculate_electronic_stopping_powers(
+        energies) / pstar("WATER_LIQUID").calculate_electronic_stopping_powers(energies)))
+    shift = 2.0 * (1.85 * ratio - 1.0)
+    assert distal_r80(z, dose_water) - distal_r80(z, dose_bone) == pytest.approx(shift, abs=0.1)
+    # Across the water -> bone surface the LET (MeV/cm) jumps by rho S_bone/S_water.
+    last_water, first_bone = estimator(tmp_path / "b", "let")["pages"][0]["data"]["values"]
+    assert first_bone / last_water == pytest.approx(1.85 * ratio, rel=0.03)
+    for summary in (water, bone):
+        b = summary.balance
+        assert b.deposited + b.escaped + b.nuclear_not_transported == pytest.approx(b.beam)
+
+
+def test_absolute_fluence_and_dose_at_the_entrance(tmp_path: Path) -> None:
+    """Per primary: fluence = 1 / area of the scoring disc, dose = S/rho x fluence."""
+    detect = ("Geometry Cyl\n Name disc\n R 0 10 1\n Z 0 0.2 1\n"
+              "Geometry Mesh\n Name square\n X -5 5 1\n Y -5 5 1\n Z 0 0.2 1\n"
+              "Output\n Filename disc.bdo\n Geo disc\n Quantity Fluence\n Quantity Dose\n"
+              "Output\n Filename square.bdo\n Geo square\n Quantity Fluence\n"
+              " Quantity DoseGy\n")
+    run_in_process(files(beam(150.0, 2000), detect), tmp_path, seed=6)
+    disc = [p["data"] for p in estimator(tmp_path, "disc")["pages"]]
+    square = [p["data"] for p in estimator(tmp_path, "square")["pages"]]
+    stopping = float(pstar("WATER_LIQUID").calculate_electronic_stopping_powers(
+        np.array([149.5]))[0])
+
+    def agrees(data: dict[str, list[float]], expected: float) -> bool:
+        """Within 3 of the engine's own standard errors (and 1 % for the physics)."""
+        value, error = data["values"][0], data["error"][0]
+        return abs(value - expected) < 3 * error + 0.01 * expected
+
+    assert agrees(disc[0], 1 / (np.pi * 100.0))  # fluence: 1 / disc area
+    assert agrees(square[0], 1 / 100.0)
+    assert agrees(disc[1], stopping / (np.pi * 100.0))  # dose: S/rho x fluence, MeV/g
+    assert agrees(square[1], stopping / 100.0 * 1.602176634e-10)  # in Gy
+    assert disc[0]["error"][0] < 0.02 * disc[0]["values"][0]
