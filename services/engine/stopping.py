@@ -1,17 +1,19 @@
 """Electronic stopping powers (Bethe formula) and the CSDA range-energy tables built from them.
 
 The mass stopping power of a material for an ion of charge z and speed beta is
-the Bethe formula as written by the PDG ("Passage of particles through
-matter", eq. 34.5) with the shell correction, the Bloch correction and an
-effective charge:
+the Bethe formula as the PDG writes it (Review of Particle Physics, "Passage of
+particles through matter", the Bethe equation with K = 0.307075 MeV cm^2/mol),
+with the shell correction, the Bloch correction and an effective charge:
 
     S/rho = K z_eff^2 (Z/A) / beta^2 * [ 1/2 ln(2 m_e c^2 beta^2 gamma^2 T_max / I^2)
                                          - beta^2 - C/Z + z^2 L_Bloch ]
 
-* ``T_max`` is the largest energy transfer to a free electron (PDG eq. 34.4).
+* ``T_max`` = 2 m_e c^2 beta^2 gamma^2 / (1 + 2 gamma m_e/M + (m_e/M)^2), the largest
+  energy transfer to a free electron (PDG, same chapter).
 * Shell correction ``C/Z``: the empirical formula of Barkas and Berger as given
   by W. R. Leo, *Techniques for Nuclear and Particle Physics Experiments*
-  (2nd ed., eq. 2.33), valid for eta = beta*gamma >= 0.13 (protons above ~8 MeV);
+  (2nd ed., ch. 2), valid for eta = beta*gamma >= 0.13 (protons above ~8 MeV);
+  for compounds Z is the electron-weighted mean atomic number;
   below that eta is held at 0.13 (the residual range there is < 0.1 g/cm^2 in
   water, so the range at therapy energies hardly depends on it).
 * Bloch correction ``L_Bloch = -y^2 sum 1/(n(n^2+y^2))``, y = z alpha / beta, in
@@ -39,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.engine.constants import BETHE_K, ELECTRON_MASS_MEV, FINE_STRUCTURE
-from services.engine.materials import Material
+from services.engine.materials import ELEMENTS, Material
 from services.engine.particles import Projectile
 
 FloatArray = NDArray[np.float64]
@@ -93,9 +95,7 @@ def mass_stopping_power(t_per_u: FloatArray, projectile: Projectile,
     i_mev = material.i_ev * 1e-6
     z_eff = effective_charge(beta, projectile.z)
     z_per_a = material.z_over_a
-    # C/Z needs the mean atomic number of the electrons' hosts: Z/A * <A>, with <A>
-    # the electron-weighted molar mass; the formula gives C, so divide by Z_eff.
-    z_mean = _mean_z(material)
+    z_mean = _mean_z(material)  # Leo's formula gives C; the bracket needs C/Z
     bracket = (0.5 * np.log(2 * ELECTRON_MASS_MEV * eta2 * t_max / i_mev**2) - beta2
                - shell_correction(np.sqrt(eta2), material.i_ev) / z_mean
                + bloch_correction(beta2, projectile.z))
@@ -104,8 +104,6 @@ def mass_stopping_power(t_per_u: FloatArray, projectile: Projectile,
 
 def _mean_z(material: Material) -> float:
     """Electron-weighted mean atomic number of a material (for C/Z of compounds)."""
-    from services.engine.materials import ELEMENTS
-
     electrons = [(ELEMENTS[s].z, w * ELEMENTS[s].z / ELEMENTS[s].a)
                  for s, w in material.composition]
     total = sum(n for _, n in electrons)

@@ -14,7 +14,8 @@ step in a material is the shortest of
 
 Along the step the mean energy loss comes from the range table (exact CSDA for
 any step length); energy-loss straggling adds a Gaussian of Bohr's variance
-with the relativistic factor (ICRU Report 49, sec. 2.4; PDG eq. 34.14 limit):
+with its relativistic factor (the thick-absorber limit of Vavilov's theory, as
+in ICRU Report 49 and Geant4's G4UniversalFluctuation for thick steps):
 
     Omega^2 = K m_e c^2 (Z/A) rho s z_eff^2 gamma^2 (1 - beta^2/2),
 
