@@ -309,8 +309,8 @@ class Transport:
             hit = distance < step[check]
             boundary[check] = hit
             step[check] = np.where(hit, distance + PUSH, step[check])
-        final &= ~boundary
         nuclear &= ~boundary
+        final &= ~(boundary | nuclear)  # a cut-short final step is an ordinary one
         # Mean energy after the step, from the range table (exact CSDA).
         r_after = r - step * rho
         t_mean = np.where(final, 0.0,

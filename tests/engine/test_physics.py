@@ -106,3 +106,38 @@ def test_nuclear_removal_lowers_fluence_at_the_measured_rate(tmp_path: Path) -> 
     expected = float(np.exp(-sigma.mean() * 10.0))
     # 3000 primaries: the survival fraction is known to ~0.5 %.
     assert flu_on / flu_off == pytest.approx(expected, abs=0.02)
+
+
+def test_helium_r80_matches_astar(tmp_path: Path) -> None:
+    """4He at 150 MeV/u: R80 within 1 % of the ASTAR CSDA range of a 600 MeV alpha."""
+    csda = float(astar_water().calculate_csda_ranges(np.array([600.0]))[0])
+    text = "JPART0 25\nHIPROJ 4 2\nTMAX0 150 0\nNSTAT 1000 0\n"
+    run_in_process(files(text, depth_dose_detect(round(1.1 * csda, 2), 2000)), tmp_path,
+                   seed=12)
+    z, dose = page_arrays(estimator(tmp_path, "dd"))
+    assert abs(distal_r80(z, dose) / csda - 1) < 0.01
+
+
+def test_carbon_bragg_peak_is_sharper_and_at_its_range(tmp_path: Path) -> None:
+    """12C at 290 MeV/u: R80 at the engine's CSDA range (~16.3 cm), a narrower distal
+    fall-off than protons of the same range (straggling scales as 1/sqrt(A))."""
+    carbon_range = float(RangeTable.build(CARBON12, MATERIALS[276]).csda_range(
+        np.array([290.0]))[0])
+    assert 16.0 < carbon_range < 16.6  # literature: ~16.3 cm with I = 75 eV
+    detect = depth_dose_detect(18.0, 1800)
+    run_in_process(files("JPART0 25\nHIPROJ 12 6\nTMAX0 290 0\nNSTAT 600 0\n", detect),
+                   tmp_path / "c", seed=13)
+    proton_energy = 151.5  # about the same CSDA range in water
+    run_in_process(files(beam(proton_energy, 1500), detect), tmp_path / "p", seed=13)
+    z, carbon = page_arrays(estimator(tmp_path / "c", "dd"))
+    _, proton = page_arrays(estimator(tmp_path / "p", "dd"))
+    assert abs(distal_r80(z, carbon) / carbon_range - 1) < 0.01
+
+    def falloff(dose: np.ndarray) -> float:  # distance from 80 % to 20 % of the maximum
+        smooth = np.convolve(dose, np.ones(5) / 5, mode="same")
+        peak = int(np.argmax(smooth))
+        after = smooth[peak:]
+        return float(z[peak + int(np.argmax(after < 0.2 * after[0]))]
+                     - z[peak + int(np.argmax(after < 0.8 * after[0]))])
+
+    assert falloff(carbon) < 0.6 * falloff(proton)
