@@ -25,7 +25,7 @@ import services.engine
 from services.engine.input import InputError, parse_inputs
 from services.simulators.base import Progress, estimator_documents, safe_name
 from services.simulators.errors import BadInput, CollectError
-from services.simulators.shieldhit import parse_progress, set_nstat
+from services.simulators.shieldhit import nstat, parse_progress, set_nstat
 
 ENGINE_MAIN = Path(services.engine.__file__).resolve().parent / "__main__.py"
 """The engine's entry point, run by path."""
@@ -37,6 +37,18 @@ class Builtin:
 
     executable: str
     sim_type: str = "builtin"
+
+    @staticmethod
+    def input_primaries(input_files: Mapping[str, str]) -> int:
+        """NSTAT of ``beam.dat``, as SHIELD-HIT12A reads it.
+
+        Raises:
+            BadInput: no beam.dat, or no usable NSTAT card in it.
+        """
+        if "beam.dat" not in input_files:
+            raise BadInput("built-in engine input has no beam.dat, so no NSTAT card: "
+                           "cannot find the number of primaries")
+        return nstat(input_files["beam.dat"])
 
     def task_files(self, input_files: Mapping[str, str], primaries: int,
                    seed: int) -> dict[str, str]:
