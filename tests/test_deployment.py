@@ -44,8 +44,9 @@ HAPROXY = ROOT / "deploy" / "haproxy.cfg"
 
 #: What an operator's ``.env`` holds (the variables compose requires).
 DOTENV = {"POSTGRES_PASSWORD": "pw-from-dotenv"}
-#: Entry points that are tools run on demand (``docker compose run``), not services.
-TOOLS = {"services.audit"}
+#: Entry points that are tools run on demand (``docker compose run``), not services; the
+#: built-in engine is a simulator the runner starts as a subprocess of its own container.
+TOOLS = {"services.audit", "services.engine"}
 #: Compose services whose entry point is still being written on another branch. Once it
 #: lands, the check below fails until the module is taken off this list, and then the
 #: service's environment is checked against the settings it really reads.
