@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from services.api import auth, jobs, listing, openapi, results
+from services.api import auth, jobs, listing, live, openapi, results, stream
 from services.api.auth import (
     KEYCLOAK,
     LOGIN_LIMITER,
@@ -27,11 +27,19 @@ from services.api.auth import (
 from services.api.common import API_SETTINGS, ARTIFACTS, ENGINE, PRODUCER, SETTINGS
 from services.api.cors import cors_middleware
 from services.api.errors import error_middleware
+from services.api.livefeed import LiveFeed
 from services.api.readwait import WAITER, JobWaiter
+from services.api.stream import FEED, STREAM_SETTINGS
 from services.artifacts.store import ArtifactStore
 from services.contract.kafka_io import EventProducer
 from services.projector.readmodel import create_schema, make_engine
-from services.settings import ApiSettings, Settings, load_api_settings
+from services.settings import (
+    ApiSettings,
+    Settings,
+    StreamSettings,
+    load_api_settings,
+    load_stream_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +97,30 @@ async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
         await waiter.stop()
 
 
-def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Application:
-    """The REST API for these settings (API settings from the environment if not given)."""
+async def live_feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The shared tail of the jobs topic that live streams subscribe to."""
+    feed = LiveFeed(app[SETTINGS].kafka, app[ENGINE], app[STREAM_SETTINGS])
+    await feed.start()
+    app[FEED] = feed
+    try:
+        yield
+    finally:
+        await feed.stop()
+
+
+def create_app(settings: Settings, api: ApiSettings | None = None,
+               streams: StreamSettings | None = None) -> web.Application:
+    """The REST API for these settings (API and stream settings not given: from the env)."""
     api = api or load_api_settings()
     app = web.Application(middlewares=[cors_middleware, error_middleware],
                           client_max_size=api.max_body_bytes)
     app[SETTINGS] = settings
     app[API_SETTINGS] = api
+    app[STREAM_SETTINGS] = streams or load_stream_settings()
     app[SECRETS] = load_secrets(settings.state_dir, api)
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
-                            waiter_ctx])
-    for module in (openapi, auth, jobs, results, listing):
+                            waiter_ctx, live_feed_ctx])
+    for module in (openapi, auth, jobs, results, listing, stream, live):
         app.add_routes(module.routes)
     return app

@@ -43,12 +43,17 @@ def beam(nstat: int, extra: str = "") -> dict[str, str]:
             "detect.dat": "detectors\n"}
 
 
-@pytest.fixture
-def fake_exe() -> str:
+def fake_simulator_exe() -> str:
+    """The stand-in's path, made executable first (a checkout may not keep the mode)."""
     mode = FAKE_SIMULATOR.stat().st_mode
     if not mode & stat.S_IXUSR:
         FAKE_SIMULATOR.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return str(FAKE_SIMULATOR)
+
+
+@pytest.fixture
+def fake_exe() -> str:
+    return fake_simulator_exe()
 
 
 @pytest.fixture

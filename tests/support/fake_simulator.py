@@ -4,10 +4,11 @@
 Command line as the real one: ``fake_simulator.py -N <seed> <workdir>``. It
 reads NSTAT from ``<workdir>/beam.dat``, prints SHIELD-HIT-style lines
 (``Requested number of primaries NSTAT``, ``Primary particle no. <k> ETR: ...``,
-``Run time: ...``) to stdout and to ``shieldhit_<NNNN>.log``, and writes one
-estimator, ``z_profile_<NNNN>.json``, in the result schema: a depth-dose
-profile whose noise depends on the seed and the number of primaries, so the
-same task always gives the same numbers and a merge can be checked.
+``Run time: ...``) to stdout and to ``shieldhit_<NNNN>.log``, and writes two
+estimators in the result schema: ``z_profile_<NNNN>.json``, a 1-D depth-dose
+profile whose noise depends on the seed and the number of primaries (so the
+same task always gives the same numbers and a merge can be checked), and
+``zy_map_<NNNN>.json``, a 2-D dose map made from it.
 
 Test hooks:
 
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 BINS = 40
+MAP_BINS_Y = 16
 DEPTH_CM = 20.0
 STEPS = 10
 
@@ -64,6 +66,10 @@ def profile(seed: int, primaries: int) -> list[float]:
     return values
 
 
+def centres(bins: int, low: float, high: float) -> list[float]:
+    return [round(low + (i + 0.5) * (high - low) / bins, 6) for i in range(bins)]
+
+
 def estimator(seed: int, primaries: int) -> dict[str, object]:
     return {
         "name": "z_profile",
@@ -72,6 +78,27 @@ def estimator(seed: int, primaries: int) -> dict[str, object]:
             "metadata": {"page_number": 0, "page_name": "DOSE", "page_dimension": 1},
             "dimensions": 1,
             "data": {"name": "Dose", "unit": "Gy", "values": profile(seed, primaries)},
+            "axis_dim1": {"name": "Position (Z)", "unit": "cm",
+                          "values": centres(BINS, 0.0, DEPTH_CM)},
+        }],
+    }
+
+
+def dose_map(seed: int, primaries: int) -> dict[str, object]:
+    """A 2-D (Z, Y) dose map: the depth profile spread by a Gaussian lateral profile."""
+    depth = profile(seed, primaries)[::2]
+    ys = centres(MAP_BINS_Y, -2.0, 2.0)
+    values = [round(d * math.exp(-(y ** 2) / 0.5), 12) for d in depth for y in ys]
+    return {
+        "name": "zy_map",
+        "metadata": {"geometry": "Mesh", "bins": [len(depth), MAP_BINS_Y]},
+        "pages": [{
+            "metadata": {"page_number": 0, "page_name": "DOSE", "page_dimension": 2},
+            "dimensions": 2,
+            "data": {"name": "Dose", "unit": "Gy", "values": values},
+            "axis_dim1": {"name": "Position (Z)", "unit": "cm",
+                          "values": centres(len(depth), 0.0, DEPTH_CM)},
+            "axis_dim2": {"name": "Position (Y)", "unit": "cm", "values": ys},
         }],
     }
 
@@ -125,6 +152,7 @@ def main(argv: list[str]) -> int:
         say(f"Primary particle no. {done:>10} ETR: {left // 3600:>2} hour(s) "
             f"{left % 3600 // 60:>2} minute(s) {left % 60:>2} second(s)")
     (workdir / f"z_profile_{seed:04d}.json").write_text(json.dumps(estimator(seed, nstat)))
+    (workdir / f"zy_map_{seed:04d}.json").write_text(json.dumps(dose_map(seed, nstat)))
     took = round(time.monotonic() - started)
     say(f"Run time: {took // 3600} hour(s) {took % 3600 // 60} minute(s) {took % 60} second(s)")
     return 0
