@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,15 @@ from services.contract.kafka_io import EventDecoder
 from services.contract.log_reader import LogReader
 from services.runner.service import Runner
 from services.settings import KafkaSettings, RunnerSettings, StreamSettings
-from tests.api.conftest import Stack, response_schema
+from tests.api.conftest import (
+    Realm,
+    Stack,
+    api_settings,
+    call,
+    make_settings,
+    response_schema,
+    running_stack,
+)
 from tests.support.sse_client import SseEvent, SseReader
 
 FAST = StreamSettings(keepalive_seconds=0.3, retry_ms=100, linger_seconds=60.0)
@@ -165,3 +173,23 @@ async def read_through(reader: SseReader, event_ids: set[str]) -> list[SseEvent]
         if event.kind == "update":
             waiting.discard(event.json()["event"]["event_id"])
     return got
+
+
+@contextlib.asynccontextmanager
+async def live_stack(kafka: KafkaSettings, state: Path, realm: Realm,
+                     streams: StreamSettings = FAST,
+                     with_projector: bool = True) -> AsyncIterator[Stack]:
+    settings = make_settings(kafka, f"sqlite+aiosqlite:///{state / 'readmodel.sqlite3'}", state)
+    async with running_stack(settings, api_settings(realm), with_projector, streams) as stack:
+        yield stack
+
+
+async def status(session: aiohttp.ClientSession, job_id: str,
+                 predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """GET /jobs/direct, until the body satisfies ``predicate``."""
+    while True:
+        code, body = await call(session, "GET", f"/jobs/direct?job_id={job_id}")
+        assert code == 200, body
+        if predicate(body):
+            return dict(body)
+        await asyncio.sleep(0.05)

@@ -7,31 +7,31 @@ as :class:`~services.contract.log_reader.LogReader` reads them from Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from services.api import progress
 from services.api.stream import FEED
 from services.projector.state import fold
-from services.settings import KafkaSettings, StreamSettings
-from tests.api.conftest import Realm, Stack, api_settings, call, make_settings, running_stack
+from services.settings import KafkaSettings
+from tests.api.conftest import Realm, call
 from tests.api.streams import (
     FAST,
     Logged,
     Script,
+    live_stack,
     logged_events,
     login,
     opened,
     partition_of,
     read_through,
     runner_for,
+    status,
     submit_files,
 )
 from tests.conftest import fresh_topics
@@ -39,26 +39,6 @@ from tests.runner.conftest import fake_simulator_exe
 from tests.support.sse_client import SseEvent
 
 pytestmark = pytest.mark.kafka
-
-
-@contextlib.asynccontextmanager
-async def live_stack(kafka: KafkaSettings, state: Path, realm: Realm,
-                     streams: StreamSettings = FAST,
-                     with_projector: bool = True) -> AsyncIterator[Stack]:
-    settings = make_settings(kafka, f"sqlite+aiosqlite:///{state / 'readmodel.sqlite3'}", state)
-    async with running_stack(settings, api_settings(realm), with_projector, streams) as stack:
-        yield stack
-
-
-async def status(session: aiohttp.ClientSession, job_id: str,
-                 predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """GET /jobs/direct, until the body satisfies ``predicate``."""
-    while True:
-        code, body = await call(session, "GET", f"/jobs/direct?job_id={job_id}")
-        assert code == 200, body
-        if predicate(body):
-            return dict(body)
-        await asyncio.sleep(0.05)
 
 
 def simulated(body: dict[str, Any]) -> int:

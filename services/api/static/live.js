@@ -102,8 +102,22 @@
     }
   }
 
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  async function readModelShows(state) {
+    // The stream comes straight from the log; /results reads the read model, which the
+    // projector fills a moment later. Wait (bounded) until it shows the same state.
+    for (let i = 0; i < 120; i += 1) {
+      const response = await fetch(`/jobs?job_id=${encodeURIComponent(jobId)}`,
+                                   { credentials: "same-origin" });
+      if (response.ok && (await response.json()).job_state === state) return;
+      await sleep(250);
+    }
+  }
+
   async function ended() {
     if (!job || !["COMPLETED", "FAILED"].includes(job.job_state)) return;
+    await readModelShows(job.job_state);
     const response = await fetch(`/results?job_id=${encodeURIComponent(jobId)}`,
                                  { credentials: "same-origin" });
     show("results");
