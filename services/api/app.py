@@ -108,6 +108,12 @@ async def live_feed_ctx(app: web.Application) -> AsyncIterator[None]:
         await feed.stop()
 
 
+async def _end_streams(app: web.Application) -> None:
+    """Open streams would hold a graceful shutdown up for its whole timeout."""
+    if FEED in app:
+        app[FEED].end_all()
+
+
 def create_app(settings: Settings, api: ApiSettings | None = None,
                streams: StreamSettings | None = None) -> web.Application:
     """The REST API for these settings (API and stream settings not given: from the env)."""
@@ -119,6 +125,7 @@ def create_app(settings: Settings, api: ApiSettings | None = None,
     app[STREAM_SETTINGS] = streams or load_stream_settings()
     app[SECRETS] = load_secrets(settings.state_dir, api)
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
                             waiter_ctx, live_feed_ctx])
     for module in (openapi, auth, jobs, results, listing, stream, live):

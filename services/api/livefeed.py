@@ -225,8 +225,12 @@ class LiveFeed:
         #: Every record with an offset at or above this is in ``recent``.
         self.recent_from: dict[int, int] = {}
         self.streams: Counter[str] = Counter()
+        self.subscribers: set[Subscriber] = set()
         self._loading: dict[str, _Load] = {}
-        self._log_reads = asyncio.Semaphore(settings.log_reads)
+        #: Started consumers lent to log reads (``log_reads`` of them at most).
+        self._readers: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(settings.log_reads):
+            self._readers.put_nowait(None)  # a place for one, started when first needed
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
         self.dispatched = 0
@@ -260,6 +264,10 @@ class LiveFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        while not self._readers.empty():
+            reader = self._readers.get_nowait()
+            if reader is not None:
+                await reader.stop()
         for load in self._loading.values():
             if not load.future.done():
                 load.future.cancel()
@@ -392,8 +400,24 @@ class LiveFeed:
         """New jobs of the subscriber's owner are followed for it from their JobSubmitted."""
         self.owner_subscribers.setdefault(subscriber.owner, set()).add(subscriber)
 
+    def subscriber(self, owner: str) -> Subscriber:
+        """A new subscriber (one open stream) of an owner."""
+        subscriber = Subscriber(owner, self.settings.queue_size)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def end_all(self) -> None:
+        """Make every open stream end now (the server is shutting down).
+
+        Browsers resume, here or on another process, from their last ids.
+        """
+        for subscriber in self.subscribers:
+            subscriber.overflowed = True
+            subscriber.queue.put_nowait(None)
+
     def close(self, subscriber: Subscriber) -> None:
         """Drop a subscriber from everything it followed."""
+        self.subscribers.discard(subscriber)
         for job_id in list(subscriber.jobs):
             self.unfollow(subscriber, job_id)
         subs = self.owner_subscribers.get(subscriber.owner)
@@ -484,19 +508,42 @@ class LiveFeed:
         if not load.future.done():
             load.future.set_result(job)
 
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[Any]:
+        """Borrow one of the started log-reading consumers (one that failed is replaced)."""
+        reader = await self._readers.get()
+        try:
+            if reader is None:
+                reader = make_consumer(self.kafka)
+                await reader.start()
+            yield reader
+        except BaseException:
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    await reader.stop()
+            reader = None
+            raise
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def _records(self, partition: int, start: int,
+                       stop: int) -> AsyncIterator[list[ConsumerRecord[Any, Any]]]:
+        async with self._reader() as reader:
+            async for records in partition_records(self.kafka, self.topic, partition, start,
+                                                   stop, consumer=reader):
+                yield records
+
     async def _job_events(self, job_id: str, start: JobStart,
                           stop: int) -> AsyncIterator[tuple[Event, int]]:
         """The events of one job in ``[start, stop)`` of its partition, in log order."""
         key = job_id.encode()
-        async with self._log_reads:
-            async for records in partition_records(self.kafka, self.topic, start.partition,
-                                                   start.offset, stop):
-                for record in records:
-                    if record.key is not None and record.key != key:
-                        continue
-                    event = self.decoder.decode(record.value)
-                    if event is not None and event.job_id == job_id:
-                        yield event, record.offset
+        async for records in self._records(start.partition, start.offset, stop):
+            for record in records:
+                if record.key is not None and record.key != key:
+                    continue
+                event = self.decoder.decode(record.value)
+                if event is not None and event.job_id == job_id:
+                    yield event, record.offset
 
     async def replay(self, job_id: str, start: JobStart,
                      after: int) -> tuple[list[Message], int]:
@@ -529,22 +576,20 @@ class LiveFeed:
         """
         found: list[Recent] = []
         try:
-            async with self._log_reads:
-                async for records in partition_records(self.kafka, self.topic, partition,
-                                                       after + 1, before):
-                    for record in records:
-                        owner = None
-                        job_id = record.key.decode(errors="replace") if record.key else None
-                        raw = record.value
-                        if raw is not None and (SUBMITTED_MARK in raw or job_id is None):
-                            event = self.decoder.decode(raw)
-                            if event is None:
-                                continue
-                            job_id = event.job_id
-                            if event.type == "JobSubmitted":
-                                owner = str(event.payload.get("owner"))
-                        if job_id is not None:
-                            found.append(Recent(record.offset, job_id, owner))
+            async for records in self._records(partition, after + 1, before):
+                for record in records:
+                    owner = None
+                    job_id = record.key.decode(errors="replace") if record.key else None
+                    raw = record.value
+                    if raw is not None and (SUBMITTED_MARK in raw or job_id is None):
+                        event = self.decoder.decode(raw)
+                        if event is None:
+                            continue
+                        job_id = event.job_id
+                        if event.type == "JobSubmitted":
+                            owner = str(event.payload.get("owner"))
+                    if job_id is not None:
+                        found.append(Recent(record.offset, job_id, owner))
         except Exception as exc:
             raise _unavailable(exc) from exc
         return found

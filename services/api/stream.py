@@ -127,7 +127,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
     settings = request.app[STREAM_SETTINGS]
     with feed.admitted(user.owner):
-        subscriber = Subscriber(user.owner, settings.queue_size)
+        subscriber = feed.subscriber(user.owner)
         try:
             opened = await _open_job(feed, subscriber, job_id, after)
             if opened is None:
@@ -354,7 +354,7 @@ async def user_stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[STREAM_SETTINGS]
     after = user_position(request.headers.get("Last-Event-ID"), feed.partitions)
     with feed.admitted(user.owner), feed.watching(user.owner):
-        subscriber = Subscriber(user.owner, settings.queue_size)
+        subscriber = feed.subscriber(user.owner)
         try:
             frames, vector = await _open_user(feed, subscriber, request, after)
             response = await open_response(request, settings.retry_ms)

@@ -102,11 +102,14 @@ class LogReader:
 
 
 async def partition_records(kafka: KafkaSettings, topic: str, partition: int, start: int,
-                            stop: int, batch: int = 2000) -> AsyncIterator[list[Any]]:
+                            stop: int, batch: int = 2000,
+                            consumer: Any = None) -> AsyncIterator[list[Any]]:
     """Batches of the raw records of one partition with ``start <= offset < stop``, in order.
 
     Read by assignment (no group, nothing committed). ``stop`` is clamped to the partition's
     end offset, so a bound that is too high cannot make the read wait for records forever.
+    A started ``consumer`` of :func:`make_consumer` may be lent (its assignment is replaced
+    and it is left running): starting one costs more than a short read.
 
     Raises:
         aiokafka.errors.KafkaError: the cluster is unreachable.
@@ -114,8 +117,10 @@ async def partition_records(kafka: KafkaSettings, topic: str, partition: int, st
     if stop <= start:
         return
     tp = TopicPartition(topic, partition)
-    consumer = make_consumer(kafka)
-    await consumer.start()
+    own = consumer is None
+    if own:
+        consumer = make_consumer(kafka)
+        await consumer.start()
     try:
         consumer.assign([tp])
         stop = min(stop, int((await consumer.end_offsets([tp]))[tp]))
@@ -126,4 +131,5 @@ async def partition_records(kafka: KafkaSettings, topic: str, partition: int, st
             if records:
                 yield records
     finally:
-        await consumer.stop()
+        if own:
+            await consumer.stop()

@@ -287,6 +287,12 @@ async def test_ownership_errors_keepalives_and_limits(
             assert [e.json()["event"]["type"] for e in rest if e.kind == "update"] == [
                 "TaskStarted", "TaskProgress", "TaskCompleted", "MergeStarted", "JobCompleted"]
             await theirs.comment()  # the other user's stream stays silent but alive
+        # The UI's origin may read the stream (CORS headers go out before the first event).
+        origin = stack.api.cors_origins[0]
+        async with alice.get(path, headers={"Origin": origin}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Access-Control-Allow-Origin"] == origin
+            assert resp.headers["Access-Control-Allow-Credentials"] == "true"
         # A fresh stream of an ended job: its state, then the end.
         async with opened(alice, path) as again:
             events = await again.until("end")
