@@ -13,9 +13,10 @@ What it does:
    stream has its snapshot publishes TaskProgress events (from this process, as a
    runner would: same producer helper, same topic) at a steady rate for ``--duration``
    seconds, round-robin over the jobs; then cancels every job, which ends the streams.
-   Phases: ``baseline`` (1 stream, 1 job), ``few-jobs`` (``--streams`` streams on 10
-   jobs: one event fans out to 100 streams), ``many-jobs`` (``--streams`` streams on as
-   many jobs: one event, one stream);
+   Phases: ``baseline`` (1 stream, 1 job, 20 events/s), ``few-jobs`` (``--streams``
+   streams on 10 jobs: one event fans out to 100 streams; 10 events/s, 1,000 messages/s),
+   ``few-fast`` (the same at 50 events/s, 5,000 messages/s), ``many-jobs`` (``--streams``
+   streams on as many jobs: one event, one stream; 200 events/s);
 4. prints latency p50/p90/p99/max (client clock at parse minus the event's
    ``occurred_at``), messages delivered against published x followers, CPU of the API
    and the clients, and the machine's load (``uptime``) before and after each phase;
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="simjobs-ssebench-", dir="/tmp"))
     stack = Stack(state_dir)
     prefix = f"ssebench{uuid.uuid4().hex[:10]}"
-    phases = [Phase("baseline", 1, 1, 20.0), Phase("few-jobs", args.streams, 10, 50.0),
+    phases = [Phase("baseline", 1, 1, 20.0), Phase("few-jobs", args.streams, 10, 10.0),
+              Phase("few-fast", args.streams, 10, 50.0),
               Phase("many-jobs", args.streams, args.streams, 200.0)]
     try:
         bootstrap = broker(stack)
