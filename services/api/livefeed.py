@@ -76,6 +76,8 @@ class Message:
     data: str
     #: The job's stream ends with this message (first terminal state, or deletion).
     final: bool
+    #: The job's state after the event.
+    state: str
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class FollowedJob:
         final = self.final_offset is None and (after.state in TERMINAL or after.deleted)
         data = progress.update(before, after, event, self.partition, offset, final=final)
         message = Message(self.job_id, self.partition, offset,
-                          json.dumps(data, separators=(",", ":")), final)
+                          json.dumps(data, separators=(",", ":")), final, after.state.value)
         if final:
             self.final_offset = offset
         full = len(self.history) == self.history.maxlen
@@ -264,13 +266,16 @@ class LiveFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        loads = [load.task for load in self._loading.values() if load.task is not None]
+        for task in loads:
+            task.cancel()
+        for task in loads:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         while not self._readers.empty():
             reader = self._readers.get_nowait()
             if reader is not None:
                 await reader.stop()
-        for load in self._loading.values():
-            if not load.future.done():
-                load.future.cancel()
 
     @property
     def partitions(self) -> list[int]:
@@ -487,7 +492,7 @@ class LiveFeed:
             async for event, offset in self._job_events(load.job_id, load.start, load.stop):
                 job.fold(offset, event)
         except asyncio.CancelledError:
-            del self._loading[load.job_id]
+            self._loading.pop(load.job_id, None)
             load.future.cancel()
             raise
         except Exception as exc:

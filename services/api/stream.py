@@ -20,8 +20,6 @@ resumes it at once), so a revoked session stops streaming.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 
 from aiohttp import web
 from aiokafka.partitioner import DefaultPartitioner
@@ -41,8 +39,6 @@ from services.api.sse import (
     vector_id,
 )
 from services.settings import StreamSettings
-
-log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -110,7 +106,7 @@ async def _open_job(feed: LiveFeed, subscriber: Subscriber, job_id: str,
             frames.append(_update_frame(message, str(message.offset)))
             position = message.offset
             if message.final:
-                frames.append(end_frame(job_id, job.view.state.value))
+                frames.append(end_frame(job_id, message.state))
                 return frames, position, True
         feed.follow(subscriber, job)
         return frames, position, False
@@ -156,7 +152,7 @@ async def _pump_job(response: web.StreamResponse, subscriber: Subscriber, positi
         sent = message.offset
         out = _update_frame(message, str(message.offset))
         if message.final:
-            out += end_frame(message.job_id, json.loads(message.data)["job_state"])
+            out += end_frame(message.job_id, message.state)
         return out
 
     await pump(response, subscriber, render=render, keepalive_seconds=settings.keepalive_seconds,
