@@ -234,13 +234,46 @@ class LiveFeed:
         for _ in range(settings.log_reads):
             self._readers.put_nowait(None)  # a place for one, started when first needed
         self._task: asyncio.Task[None] | None = None
+        #: Set once the tail has found where to start (streams are refused until then).
+        self.ready = asyncio.Event()
         self._next_sweep = 0.0
         self.dispatched = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Find the partitions and their end offsets, then tail from there.
+        """Begin tailing, in the background: the API serves while Kafka is unreachable.
+
+        In the usual case Kafka answers at once and the tail starts before the first
+        request. Otherwise, until the feed has found the topic's partitions and end
+        offsets, streams are refused with 503 (:meth:`admitted`); it retries meanwhile.
+        """
+        try:
+            await self._locate()
+        except Exception as exc:  # any failure to reach Kafka: retried in the background
+            log.warning("live feed: cannot reach %s (%s); retrying in the background",
+                        self.topic, exc)
+            self._task = asyncio.create_task(self._begin(), name="live-feed")
+            return
+        self.ready.set()
+        self._task = asyncio.create_task(self._run(), name="live-feed")
+
+    async def _begin(self) -> None:
+        await asyncio.sleep(RESTART_DELAY_SECONDS)
+        while True:
+            try:
+                await self._locate()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka not reachable yet: try again
+                log.warning("live feed: cannot reach %s yet (%s); retrying", self.topic, exc)
+                await asyncio.sleep(RESTART_DELAY_SECONDS)
+        self.ready.set()
+        await self._run()
+
+    async def _locate(self) -> None:
+        """The partitions of the jobs topic and their end offsets: where the tail starts.
 
         Raises:
             aiokafka.errors.KafkaError: Kafka is unreachable.
@@ -258,7 +291,6 @@ class LiveFeed:
             self.positions[tp.partition] = int(ends[tp])
             self.recent_from[tp.partition] = int(ends[tp])
             self.recent[tp.partition] = deque(maxlen=self.settings.recent_records)
-        self._task = asyncio.create_task(self._run(), name="live-feed")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -443,6 +475,9 @@ class LiveFeed:
             ServiceUnavailable: this process serves ``max_streams`` already.
             TooManyRequests: the user holds ``max_streams_per_user`` already.
         """
+        if not self.ready.is_set():
+            raise ServiceUnavailable("Live streams are unavailable: the job log cannot be "
+                                     "reached yet, try again later")
         if self.streams.total() >= self.settings.max_streams:
             raise ServiceUnavailable("Too many open streams on this server, try again later")
         if self.streams[owner] >= self.settings.max_streams_per_user:
