@@ -12,6 +12,10 @@ same task always gives the same numbers and a merge can be checked.
 Test hooks:
 
 * ``beam.dat`` line ``FAIL`` -> exit 2 half-way; ``FAIL <seed> ...`` -> only for those seeds;
+* ``beam.dat`` line ``HANG`` (or ``HANG <seed> ...``) -> stop making progress after the first
+  step and never end (a stuck run, for time limits and cancels);
+* ``beam.dat`` line ``BINS <n>`` -> the profile has n depth bins (default 40; many bins make a
+  large output file);
 * ``FAKE_SIM_STEP_SECONDS`` -> sleep per progress step (default 0.05; 10 steps);
 * ``FAKE_SIM_CHILD=1`` -> start a helper child in the same process group (it only sleeps);
 * ``FAKE_SIM_IGNORE_SIGINT=1`` -> ignore SIGINT, so only SIGKILL stops it;
@@ -36,42 +40,48 @@ DEPTH_CM = 20.0
 STEPS = 10
 
 
-def read_beam(workdir: Path) -> tuple[int, list[int] | None]:
-    """NSTAT and the seeds that must fail (``[]``: all, ``None``: none)."""
+def read_beam(workdir: Path) -> tuple[int, dict[str, list[int]]]:
+    """NSTAT, and the test cards given (``FAIL``, ``HANG``, ``BINS``) with their numbers."""
     nstat = 0
-    fail: list[int] | None = None
+    cards: dict[str, list[int]] = {}
     for line in (workdir / "beam.dat").read_text().splitlines():
         tokens = line.split("!", 1)[0].split()
         if not tokens:
             continue
         if tokens[0].upper() == "NSTAT" and len(tokens) > 1:
             nstat = int(float(tokens[1]))
-        elif tokens[0] == "FAIL":
-            fail = [int(t) for t in tokens[1:]]
-    return nstat, fail
+        elif tokens[0] in ("FAIL", "HANG", "BINS"):
+            cards[tokens[0]] = [int(t) for t in tokens[1:]]
+    return nstat, cards
 
 
-def profile(seed: int, primaries: int) -> list[float]:
+def chosen(cards: dict[str, list[int]], card: str, seed: int) -> bool:
+    """Whether a seed-selecting card applies to this seed (no seeds given: every seed)."""
+    seeds = cards.get(card)
+    return seeds is not None and (not seeds or seed in seeds)
+
+
+def profile(seed: int, primaries: int, bins: int = BINS) -> list[float]:
     """Dose per primary in depth bins: a Bragg-like curve with seed-dependent noise."""
     rng = random.Random(seed)
     peak = 15.0
     values = []
-    for i in range(BINS):
-        z = (i + 0.5) * DEPTH_CM / BINS
+    for i in range(bins):
+        z = (i + 0.5) * DEPTH_CM / bins
         clean = 0.0 if z > peak + 0.5 else 1.0 + 3.0 * math.exp(-((z - peak) ** 2) / 0.8)
         noise = rng.gauss(0.0, 1.0) / math.sqrt(max(primaries, 1))
         values.append(round(clean * (1.0 + noise), 12))
     return values
 
 
-def estimator(seed: int, primaries: int) -> dict[str, object]:
+def estimator(seed: int, primaries: int, bins: int = BINS) -> dict[str, object]:
     return {
         "name": "z_profile",
-        "metadata": {"geometry": "Cyl", "z_min": 0.0, "z_max": DEPTH_CM, "bins": BINS},
+        "metadata": {"geometry": "Cyl", "z_min": 0.0, "z_max": DEPTH_CM, "bins": bins},
         "pages": [{
             "metadata": {"page_number": 0, "page_name": "DOSE", "page_dimension": 1},
             "dimensions": 1,
-            "data": {"name": "Dose", "unit": "Gy", "values": profile(seed, primaries)},
+            "data": {"name": "Dose", "unit": "Gy", "values": profile(seed, primaries, bins)},
         }],
     }
 
@@ -94,8 +104,10 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FAKE_SIM_CHILD") == "1":
         subprocess.Popen([sys.executable, __file__, "--helper", str(workdir)])
     step_seconds = float(os.environ.get("FAKE_SIM_STEP_SECONDS", "0.05"))
-    nstat, fail = read_beam(workdir)
-    must_fail = fail is not None and (not fail or seed in fail)
+    nstat, cards = read_beam(workdir)
+    must_fail = chosen(cards, "FAIL", seed)
+    must_hang = chosen(cards, "HANG", seed)
+    bins = (cards.get("BINS") or [BINS])[0]
     log = (workdir / f"shieldhit_{seed:04d}.log").open("w")
 
     keep_going = os.environ.get("FAKE_SIM_KEEP_GOING") == "1"
@@ -124,7 +136,10 @@ def main(argv: list[str]) -> int:
         left = round(step_seconds * (steps - step))
         say(f"Primary particle no. {done:>10} ETR: {left // 3600:>2} hour(s) "
             f"{left % 3600 // 60:>2} minute(s) {left % 60:>2} second(s)")
-    (workdir / f"z_profile_{seed:04d}.json").write_text(json.dumps(estimator(seed, nstat)))
+        while must_hang:
+            time.sleep(1)
+    (workdir / f"z_profile_{seed:04d}.json").write_text(
+        json.dumps(estimator(seed, nstat, bins)))
     took = round(time.monotonic() - started)
     say(f"Run time: {took // 3600} hour(s) {took % 3600 // 60} minute(s) {took % 60} second(s)")
     return 0
