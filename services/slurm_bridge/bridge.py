@@ -283,7 +283,10 @@ class Bridge(JobFollower):
             client = ClusterClient(config, backend, command_timeout=settings.command_timeout)
             self.clusters[config.name] = _Cluster(config, backend, client,
                                                   ClusterPoller(self, config, client))
+        #: Jobs being submitted, and jobs whose submission was answered (BatchSubmitted or
+        #: BatchSubmitFailed written) but not yet read back from the log.
         self._submitting: set[str] = set()
+        self._answered: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._fatal: BaseException | None = None
 
@@ -387,9 +390,13 @@ class Bridge(JobFollower):
         if view.state in (S.MERGING_QUEUED, S.MERGING_RUNNING) and not track.finishing:
             await self.finisher.finish(view, track)
 
+    def seen(self, event: Event, view: JobView, track: JobTrack) -> None:
+        if event.type in ("BatchSubmitted", "BatchSubmitFailed"):
+            self._answered.discard(event.job_id)
+
     async def _unsubmitted(self, view: JobView, track: JobTrack) -> None:
-        if view.job_id in self._submitting:
-            return  # the submission's own events will call act again
+        if view.job_id in self._submitting or view.job_id in self._answered:
+            return  # its answer is on its way through the log (and will call act again)
         if view.state.terminal:
             if view.state is S.CANCELED and track.cancel is not None \
                     and not track.job_canceled:
@@ -448,15 +455,18 @@ class Bridge(JobFollower):
         try:
             cluster = self.clusters.get(name)
             if cluster is None:
+                self._answered.add(view.job_id)
                 await self._submit_failed(view, track, name, f"cluster {name!r} is not "
                                           "configured on the SLURM bridge", retriable=False)
                 return
             try:
                 plan = await self._plan(view, track, cluster.config)
             except (OptionRefused, SimulatorError, ValueError) as exc:
+                self._answered.add(view.job_id)
                 await self._submit_failed(view, track, name, str(exc), retriable=False)
                 return
             ids = await self._submit_with_retries(view, track, cluster, plan)
+            self._answered.add(view.job_id)
             if ids is None:
                 return
             events = [self.finisher.caused(view, track, "TaskScheduled", {
