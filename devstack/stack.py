@@ -4,13 +4,16 @@
 broker, the topics, then every service that exists (each as a detached
 process with its log under ``var/logs`` and its pid under ``var/run``),
 and returns once each one is ready, printing where it listens.
-``make down`` stops what ``up`` started, services first, then the broker.
+``make down`` stops what ``up`` started, services first, then the broker, and the
+test sessions' broker, PostgreSQL and SLURM cluster. The SLURM bridge starts only
+when ``SIMJOBS_CLUSTERS`` names clusters.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from devstack import kafka_broker, postgres, process_alive, read_pid, tail
+from devstack import kafka_broker, postgres, process_alive, read_pid, slurm, tail
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import Settings, load_settings
@@ -39,6 +42,8 @@ class Service:
     module: str
     ready: Callable[[dict[str, str]], bool]
     where: Callable[[dict[str, str]], str]
+    #: Whether this stack wants the service (the SLURM bridge only when clusters are set).
+    wanted: Callable[[dict[str, str]], bool] = lambda env: True
 
 
 def _db_ready(env: dict[str, str]) -> bool:
@@ -90,11 +95,31 @@ def _runner_ready(env: dict[str, str]) -> bool:
         return False
 
 
+def _bridge_ready(env: dict[str, str]) -> bool:
+    """The SLURM bridge logs its start line once its topics exist and it is about to consume."""
+    try:
+        return "slurm-bridge on " in _log_file("slurm-bridge").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _clusters(env: dict[str, str]) -> list[str]:
+    try:
+        found = json.loads(env.get("SIMJOBS_CLUSTERS", "[]"))
+    except json.JSONDecodeError:
+        return ["?"]  # let the bridge say what is wrong with it
+    return [str(c.get("name")) for c in found if isinstance(c, dict)] \
+        if isinstance(found, list) else ["?"]
+
+
 SERVICES = [
     Service("projector", "services.projector", _db_ready,
             lambda env: f"read model at {_settings(env).database.url}"),
     Service("runner", "services.runner", _runner_ready,
             lambda env: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE)"),
+    Service("slurm-bridge", "services.slurm_bridge", _bridge_ready,
+            lambda env: f"batch platform, clusters {', '.join(_clusters(env))}",
+            wanted=lambda env: bool(_clusters(env))),
     Service("api", "services.api", _api_ready, _api_url),
 ]
 
@@ -167,7 +192,7 @@ def up(timeout: float) -> int:
     print(f"topics: {settings.kafka.jobs_topic}, {settings.kafka.tasks_topic}"
           + (f" (created {', '.join(created)})" if created else ""))
     for service in SERVICES:
-        if _exists(service):
+        if _exists(service) and service.wanted(env):
             _start_service(service, env, timeout)
     return 0
 
@@ -185,6 +210,8 @@ def down() -> int:
     test_pg = Path.home() / ".cache" / "simjobs" / "postgres-test"
     if postgres.stop(Path(os.environ.get("SIMJOBS_TEST_PG_HOME", test_pg))):
         print("postgresql (tests): stopped")
+    if slurm.stop():
+        print("slurm and sshd (tests): stopped")
     return 0
 
 
@@ -196,6 +223,10 @@ def status() -> int:
         pid = read_pid(_pid_file(service.name))
         alive = pid is not None and process_alive(pid)
         print(f"{service.name}: {f'running (pid {pid})' if alive else 'stopped'}")
+    cluster = slurm.status()
+    where = (f"running, ssh {cluster.user}@{cluster.host}:{cluster.ssh_port}" if cluster
+             else "stopped")
+    print(f"slurm and sshd (tests): {where}")
     return 0
 
 
