@@ -187,3 +187,24 @@ async def test_replaying_the_log_runs_no_sbatch_and_no_scancel(
             await asyncio.sleep(3 * settings.clusters[0].poll_interval)
             assert backends["local"].commands == []
             assert bridge.producer.sent == {}
+
+
+async def test_cancel_racing_the_submission_leaves_nothing_running(
+        tmp_path: Path, kafka_settings: KafkaSettings, cluster_site: ClusterSite) -> None:
+    settings = bridge_settings(tmp_path, kafka_settings, cluster_site.config())
+    async with batch_stack(kafka_settings, tmp_path, settings) as batch:
+        job_id = await batch.submit(beam(1000, extra="HANG\n"), ntasks=2, primaries=1000)
+        await batch.base.cancel(job_id)  # before the bridge can have submitted it
+        events = await batch.base.wait_events(
+            job_id, lambda es: bool(of_type(es, "JobCanceled")), within=60)
+        view = await batch.base.wait_state(job_id, S.CANCELED)
+        submitted = of_type(events, "BatchSubmitted")
+        if submitted:  # the submission won the race: what it started was cancelled
+            states = {line.split("|")[1] for line in
+                      await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")}
+            collect = await slurm_jobs_named(cluster_site, f"simjobs-{job_id}-collect")
+            assert states <= {"CANCELLED"} and [c.split("|")[1] for c in collect] == \
+                ["CANCELLED"]
+            assert view.array_job_id == submitted[0].payload["array_job_id"]
+        else:
+            assert await slurm_jobs_named(cluster_site, f"simjobs-{job_id}") == []
