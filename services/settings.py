@@ -206,8 +206,9 @@ class ClusterConfig:
     collect_options: Mapping[str, str] = field(default_factory=dict)
     #: Seconds between two status queries of this cluster (one query for all its jobs).
     poll_interval: float = 5.0
-    #: Remote operations at once on the one SSH connection (sshd's MaxSessions is 10).
-    max_sessions: int = 8
+    #: Remote operations at once on the one SSH connection (sshd's MaxSessions is 10, the
+    #: SFTP session takes one, and sessions closing on the server still count).
+    max_sessions: int = 6
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ def _parse_cluster(item: object) -> ClusterConfig:
         poll_interval=_cluster_number(name, "poll_interval", item.get("poll_interval"),
                                       5.0, 0.05),
         max_sessions=int(_cluster_number(name, "max_sessions", item.get("max_sessions"),
-                                         8, 1)),
+                                         6, 1)),
     )
 
 

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ class ClusterPoller:
         self.jobs: dict[str, BatchJob] = {}
         self.wake = asyncio.Event()
         self.polls = 0
-        #: Round trips (by kind) of the last status poll (the benchmark reads it).
+        #: Round trips (by kind) and seconds of the last status poll (the benchmark reads them).
         self.last_poll_round_trips: Counter[str] = Counter()
+        self.last_poll_seconds = 0.0
         self._fetches: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -200,9 +202,11 @@ class ClusterPoller:
         """One status query for every active job, and what follows from it."""
         jobs = list(self.jobs.values())
         before = Counter(self.client.backend.round_trips)
+        started = time.monotonic()
         snapshot = await self.client.status(
             [job.ids.array_job_id for job in jobs],
             [job.layout.log(i) for job in jobs for i in job.running()])
+        self.last_poll_seconds = time.monotonic() - started
         self.last_poll_round_trips = Counter(self.client.backend.round_trips) - before
         self.polls += 1
         for job in jobs:
@@ -501,7 +505,8 @@ class Bridge(JobFollower):
         while True:
             try:
                 return await cluster.client.submit(plan)
-            except RemoteError as exc:
+            except (RemoteError, CommandFailed, OutputError) as exc:
+                # Safe to retry: submit.sh submits once per job directory, however often run.
                 if not exc.retriable or loop.time() + delay > deadline:
                     await self._submit_failed(view, track, cluster.config.name, str(exc),
                                               retriable=exc.retriable)
@@ -510,10 +515,6 @@ class Bridge(JobFollower):
                             view.job_id, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.reconnect_max)
-            except (CommandFailed, OutputError) as exc:
-                await self._submit_failed(view, track, cluster.config.name, str(exc),
-                                          retriable=False)
-                return None
 
     async def _submit_failed(self, view: JobView, track: JobTrack, cluster: str,
                              reason: str, *, retriable: bool) -> None:

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.platform.outcome import CompletedProcess
-from services.slurm_bridge.errors import CommandFailed, OutputError, SlurmRefused
+from services.slurm_bridge.errors import (
+    CommandFailed,
+    CommandKilled,
+    OutputError,
+    SlurmRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +300,11 @@ def parse_submit(result: CompletedProcess) -> SubmittedIds:
 
     Raises:
         SlurmRefused: a step failed; the message names it and quotes sbatch's error.
+        CommandKilled: it was killed (retriable: submit.sh never submits twice).
         OutputError: it succeeded but printed no ids.
     """
+    if result.signal is not None:
+        raise CommandKilled(f"submit.sh was killed by signal {result.signal}", result)
     if result.returncode != 0:
         step = _SUBMIT_STEPS.get(result.returncode, f"submit.sh (exit {result.returncode})")
         detail = result.stderr_text.strip() or result.stdout_text.strip()

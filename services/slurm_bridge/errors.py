@@ -62,6 +62,12 @@ class CommandFailed(BridgeError):
         self.result = result
 
 
+class CommandKilled(CommandFailed):
+    """A remote command was killed by a signal: not an answer, so another try may work."""
+
+    retriable = True
+
+
 class SlurmRefused(CommandFailed):
     """SLURM refused a submission (bad partition, time limit, ...): retrying will not help."""
 

@@ -10,7 +10,9 @@ SFTP session on it, opened on first use and again after it was lost. The
 host key is always checked against the cluster's known_hosts file (there is
 no way to switch that off), the login is by private key only (no agent, no
 password, no ~/.ssh/config). A semaphore bounds the operations in flight on the
-connection (sshd allows 10 sessions per connection by default). asyncssh's
+connection (sshd allows 10 sessions per connection by default, and the SFTP
+session is one of them; a session the server has not finished closing still
+counts, so the default leaves headroom). asyncssh's
 errors come out as :class:`~services.slurm_bridge.errors.RemoteError` (an
 OSError) with ``retriable`` saying whether another try can help; a lost
 connection is dropped, so the next operation reconnects.
@@ -23,8 +25,9 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncssh
 
@@ -42,6 +45,15 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5.0
 KEEPALIVE_MISSES = 3
+#: Tries to open a session the server refuses for now, the first wait between them.
+SESSION_ATTEMPTS = 8
+SESSION_RETRY_SECONDS = 0.05
+
+_T = TypeVar("_T")
+
+
+class _NoSession(RemoteError):
+    """The server had no session free (its MaxSessions), several times over."""
 
 
 class RemoteBackend(Protocol):
@@ -101,6 +113,9 @@ class AsyncSSHBackend:
         self._lock = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
+        #: Sessions the server refused for a moment and that were opened on a later try.
+        self.session_retries = 0
 
     @property
     def where(self) -> str:
@@ -196,7 +211,9 @@ class AsyncSSHBackend:
             self.round_trips["exec"] += 1
             started = time.monotonic()
             try:
-                async with conn.create_process(command, encoding=None) as process:
+                process = await self._session(
+                    lambda: conn.create_process(command, encoding=None), command[:60])
+                async with process:
                     if input is not None:
                         process.stdin.write(input)
                     process.stdin.write_eof()
@@ -206,21 +223,50 @@ class AsyncSSHBackend:
                         output = _bytes(exc.stdout) + _bytes(exc.stderr)
                         raise RemoteTimeout(f"cluster {self.cluster.name}: {command[:80]!r} "
                                             f"ran past {time_limit} s", output) from exc
-            except RemoteTimeout:
+            except (RemoteTimeout, _NoSession):
                 raise
             except (asyncssh.Error, OSError) as exc:
                 raise self._failed(conn, exc, f"command {command[:60]!r}") from exc
         code = done.exit_status
+        if (code is None or code < 0) and not done.exit_signal:
+            # The channel closed without an exit status: the link broke, not the command.
+            raise self._failed(conn, ConnectionError("no exit status"),
+                               f"command {command[:60]!r}")
         returncode = code if code is not None and code >= 0 else -_signal_number(done)
         return CompletedProcess(argv=(command,), returncode=returncode,
                                 output=_bytes(done.stdout), stderr=_bytes(done.stderr),
                                 wall_seconds=time.monotonic() - started)
 
+    async def _session(self, open_session: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """Open a session, waiting out a server that has none free yet.
+
+        sshd counts a session until it has processed our close of it, so sessions that
+        just ended may still fill its MaxSessions for a moment ("no more sessions" in
+        its log, ChannelOpenError here): that is worth a short wait, not a reconnect.
+
+        Raises:
+            RemoteError: still refused after :data:`SESSION_ATTEMPTS` tries.
+        """
+        delay = SESSION_RETRY_SECONDS
+        for attempt in range(1, SESSION_ATTEMPTS + 1):
+            try:
+                return await open_session()
+            except asyncssh.ChannelOpenError as exc:
+                if attempt == SESSION_ATTEMPTS:
+                    raise _NoSession(f"cluster {self.cluster.name}: {self.where} refused a "
+                                     f"session for {what!r} {attempt} times: "
+                                     f"{_describe(exc)}") from exc
+                self.session_retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
     async def _sftp_client(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
-        if self._sftp is None:
-            self.round_trips["sftp"] += 1
-            self._sftp = await conn.start_sftp_client()
-        return self._sftp
+        async with self._sftp_lock:
+            if self._sftp is None:
+                self.round_trips["sftp"] += 1
+                self._sftp = await self._session(conn.start_sftp_client, "sftp")
+            return self._sftp
 
     async def _sftp_call(self, what: str, operation: _SftpOperation) -> object:
         async with self._slots:
@@ -229,7 +275,7 @@ class AsyncSSHBackend:
             try:
                 sftp = await self._sftp_client(conn)
                 return await operation(sftp)
-            except asyncssh.SFTPError:
+            except (asyncssh.SFTPError, _NoSession):
                 raise
             except (asyncssh.Error, OSError) as exc:
                 raise self._failed(conn, exc, what) from exc

@@ -27,7 +27,7 @@ from services.slurm_bridge.commands import (
     phase,
     status_input,
 )
-from services.slurm_bridge.errors import CommandFailed, OutputError, SlurmRefused
+from services.slurm_bridge.errors import CommandFailed, CommandKilled, OutputError, SlurmRefused
 
 #: An array 7 (0 completed, 1 exited 3, 2 over its 1-minute limit, 3 cancelled while
 #: running) and a held, unsplit array 8; then the log tail of task 1.
@@ -208,3 +208,10 @@ def test_log_tails_survive_anything_a_simulator_prints() -> None:
     nasty = b"@@squeue 1\n@@log x /y\n\x00\xff binary\n"
     line = f"@@log {base64.b64encode(nasty).decode()} /w/logs/0.out\n"
     assert parse_status(done("@@squeue 0\n" + line)).logs["/w/logs/0.out"] == nasty
+
+
+def test_a_killed_submit_script_is_worth_another_try() -> None:
+    killed = CompletedProcess(argv=("submit",), returncode=-9, output=b"", wall_seconds=0.1)
+    with pytest.raises(CommandKilled, match="killed by signal 9") as caught:
+        parse_submit(killed)
+    assert caught.value.retriable

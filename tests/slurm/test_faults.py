@@ -61,16 +61,19 @@ def _children(pid: int) -> list[int]:
 
 
 def kill_ssh_sessions(site: ClusterSite) -> list[int]:
-    """SIGKILL every process below the sshd listener: each open SSH connection drops."""
+    """SIGKILL every process below the sshd listener: each open SSH connection drops.
+
+    Parents go first, so no session lives on long enough to report how its command
+    ended: the client sees the connection break, as when a network link dies.
+    """
     master = read_pid(site.handle.sshd_pid_file)
     assert master is not None and process_alive(master)
     victims: list[int] = []
-    pending = _children(master)
-    while pending:
-        pid = pending.pop()
-        victims.append(pid)
-        pending.extend(_children(pid))
-    for pid in reversed(victims):
+    level = _children(master)
+    while level:  # the whole tree first: a killed parent's children move to PID 1
+        victims.extend(level)
+        level = [child for pid in level for child in _children(pid)]
+    for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return victims
