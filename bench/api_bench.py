@@ -1,15 +1,16 @@
 """API benchmark: POST /jobs/direct throughput and latency, GET /jobs/direct latency.
 
 ``python -m bench.api_bench [--levels 1,8,32,128] [--requests 2000] [--requests-c1 300]
-[--max-seconds 8] [--get-requests 2000] [--profile]``
+[--max-seconds 8] [--get-requests 2000] [--api-workers 1] [--profile]``
 
 What it does:
 
 1. a Kafka broker: the project's own (default home) if it already answers, used and left
    running; otherwise one started in its own home (``~/.cache/simjobs/kafka-apibench``) and
    stopped at the end. Either way the topics get a fresh prefix, so nothing else is touched;
-2. ``python -m services.api`` and ``python -m services.projector`` as subprocesses with a
-   fresh ``SIMJOBS_STATE_DIR`` under /tmp (SQLite read model, artifacts, secrets), a free
+2. the projector and ``--api-workers`` API processes (sharing one port), started by the
+   stack launcher (``devstack.stack``, the code behind ``make up``) with a fresh
+   ``SIMJOBS_STATE_DIR`` under /tmp (SQLite read model, artifacts, secrets, logs), a free
    port on 127.0.0.1 and that topic prefix;
 3. registers and logs in one user, then runs :mod:`bench.loadgen` in its own process with
    the user's cookies (method in that module's docstring);
@@ -17,8 +18,9 @@ What it does:
    process it started (also on error, Ctrl-C or SIGTERM).
 
 ``--profile`` (or ``API_BENCH_PROFILE=1``) runs the API under cProfile and prints its top
-functions after the API has stopped (the profile is kept in the state dir).
-CPU columns: CPU time of each process during the phase / phase wall time (100 % = 1 core).
+functions (all workers together) after the API has stopped (the profiles are kept in the
+state dir). CPU columns: CPU time of each process during the phase / phase wall time
+(100 % = 1 core); the api column adds up every API worker.
 """
 
 from __future__ import annotations
@@ -31,13 +33,11 @@ import platform
 import pstats
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import closing
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 
 from devstack import kafka_broker, pick_free_ports
+from devstack.stack import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
@@ -53,48 +54,33 @@ TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
 TARGET_CONCURRENCY = 32
 POST_BODY: dict[str, Any] = {
-    "sim_type": "builtin", "ntasks": 4, "input_type": "files",
+    "sim_type": "shieldhit", "ntasks": 4, "input_type": "files",
     "input_files": {"beam.dat": "NSTAT 1000\n", "geo.dat": "", "mat.dat": "", "detect.dat": ""},
     "title": "bench",
 }
 USERNAME, PASSWORD = "bench", "bench-password-1"
 
 
-class Stack:
-    """Every process the benchmark starts, so that all of them can be stopped."""
+class Bench:
+    """Every process the benchmark starts, so that all of them can be stopped.
+
+    The services are the stack launcher's; the load generator and (when no broker runs)
+    a broker of its own are the benchmark's.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: Stack | None = None
+        self.loadgen: subprocess.Popen[bytes] | None = None
         self.broker_home: Path | None = None
         self.broker_pid: int | None = None
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str],
-              stdin: int | None = None, stdout: int | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.state_dir / f"{name}.log", "wb")  # noqa: SIM115 - kept by the child
-        try:
-            proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=stdin,
-                                    stdout=stdout if stdout is not None else log, stderr=log,
-                                    start_new_session=True)
-        finally:
-            log.close()
-        self.procs[name] = proc
-        return proc
-
-    def stop_process(self, name: str, timeout: float = 20.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)  # graceful: aiohttp and the projector both handle it
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
     def stop_all(self) -> None:
-        for name in list(reversed(self.procs)):
-            self.stop_process(name)
+        if self.loadgen is not None and self.loadgen.poll() is None:
+            self.loadgen.kill()
+            self.loadgen.wait()
+        if self.services is not None:
+            self.services.stop()
         if self.broker_home is not None:
             kafka_broker.stop(self.broker_home)
             self.broker_home = None
@@ -111,7 +97,7 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def broker(stack: Stack) -> str:
+def broker(stack: Bench) -> str:
     """Bootstrap of a running broker: the project's own if up (left alone), else our own."""
     handle = kafka_broker.status()
     if handle is not None:
@@ -142,47 +128,6 @@ def service_env(bootstrap: str, state_dir: Path, port: int, prefix: str) -> dict
     return env
 
 
-async def wait_ready(base: str, stack: Stack, limit_s: float = 90.0) -> None:
-    """Until GET / answers 200 (the API's cleanup contexts, Kafka included, have started)."""
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            for name, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
-                                       f"{tail(stack.state_dir / f'{name}.log')}")
-            try:
-                async with session.get(base + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"API not ready after {limit_s} s:\n{tail(stack.state_dir / 'api.log')}")
-
-
-def wait_schema(stack: Stack, db: Path, limit_s: float = 60.0) -> None:
-    """Until the projector has created the read model's ``jobs`` table."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        proc = stack.procs["projector"]
-        if proc.poll() is not None:
-            raise RuntimeError(f"projector exited with {proc.returncode}:\n"
-                               f"{tail(stack.state_dir / 'projector.log')}")
-        if db.exists():
-            try:
-                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
-                    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                         "AND name = 'jobs'").fetchone()
-                if found:
-                    time.sleep(0.5)  # the rest of the schema is created in the same run
-                    return
-            except sqlite3.Error:
-                pass
-        time.sleep(0.2)
-    raise RuntimeError(f"projector created no schema in {limit_s} s")
-
-
 async def login(base: str) -> str:
     """Register and log in the bench user; the Cookie header of its session."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
@@ -200,18 +145,20 @@ async def login(base: str) -> str:
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
-def run_loadgen(stack: Stack, env: dict[str, str], config: dict[str, Any],
+def run_loadgen(stack: Bench, env: dict[str, str], config: dict[str, Any],
                 timeout: float) -> dict[str, Any]:
-    proc = stack.spawn("loadgen", [sys.executable, "-m", "bench.loadgen"], env,
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    log_path = stack.state_dir / "logs" / "loadgen.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen"], env=env, cwd=ROOT,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                                start_new_session=True)
+    stack.loadgen = proc
     try:
         out, _ = proc.communicate(json.dumps(config).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"loadgen did not finish in {timeout:.0f} s") from None
-    stack.procs.pop("loadgen", None)
     if proc.returncode != 0:
-        raise RuntimeError(f"loadgen failed ({proc.returncode}):\n"
-                           f"{tail(stack.state_dir / 'loadgen.log')}")
+        raise RuntimeError(f"loadgen failed ({proc.returncode}):\n{tail(log_path)}")
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -222,6 +169,15 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return format(value, spec)
 
 
+def api_summed(values: dict[str, float | None]) -> dict[str, float | None]:
+    """Per-process figures with the API workers (api-1, api-2, ...) added up as "api"."""
+    workers = [v for k, v in values.items() if k.startswith("api-")]
+    summed = {k: v for k, v in values.items() if not k.startswith("api-")}
+    if workers:
+        summed["api"] = None if None in workers else sum(v for v in workers if v is not None)
+    return summed
+
+
 def print_table(result: dict[str, Any]) -> None:
     names = ["api", "projector", "broker", "loadgen"]
     head = (f"{'phase':<6}{'conc':>5}{'sent':>7}{'ok':>7}{'err':>5}{'wall s':>8}"
@@ -230,12 +186,12 @@ def print_table(result: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for p in result["phases"]:
-        cpu = p["cpu_pct"]
+        cpu = api_summed(p["cpu_pct"])
         print(f"{p['method']:<6}{p['concurrency']:>5}{p['sent']:>7}{p['ok']:>7}{p['errors']:>5}"
               f"{p['wall_s']:>8.2f}{p['ok_per_s']:>8.0f}{fmt(p['p50_ms']):>8}"
               f"{fmt(p['p99_ms']):>8}{fmt(p['max_ms']):>8}  "
               + " ".join(f"{fmt(cpu.get(n), '.0f'):>8}" for n in names)
-              + f"{fmt(p['cpu_ms_per_req'].get('api'), '.2f'):>11}")
+              + f"{fmt(api_summed(p['cpu_ms_per_req']).get('api'), '.2f'):>11}")
     print(f"target (POST c={TARGET_CONCURRENCY}): >= {TARGET_RATE:.0f} accepted jobs/s "
           f"with p99 < {TARGET_P99_MS:.0f} ms")
     for p in result["phases"]:
@@ -244,17 +200,19 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"measured: {p['ok_per_s']:.0f} jobs/s, p99 {p['p99_ms']:.1f} ms, "
                   f"{p['errors']} errors -> {'MET' if ok else 'NOT MET'}")
     print(f"projector catch-up after the POST phases: {fmt(result.get('projector_catchup_s'))} s"
-          f"; host: {os.cpu_count()} CPUs, everything on one machine")
+          f"; {result.get('api_workers', 1)} API worker(s); host: {os.cpu_count()} CPUs, "
+          "everything on one machine")
     for p in result["phases"]:
         for sample in p["error_samples"]:
             print(f"  error sample ({p['method']} c={p['concurrency']}): {sample}")
 
 
-def print_profile(path: Path, top: int = 25) -> None:
-    if not path.exists():
-        log(f"no profile at {path}")
+def print_profile(paths: list[Path], top: int = 25) -> None:
+    found = [str(p) for p in paths if p.exists()]
+    if not found:
+        log(f"no profile in {paths}")
         return
-    stats = pstats.Stats(str(path))
+    stats = pstats.Stats(*found)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
 
@@ -269,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--get-requests", type=int, default=2000)
     parser.add_argument("--get-concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="API processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--profile", action="store_true",
                         default=os.environ.get("API_BENCH_PROFILE", "") not in ("", "0"))
     parser.add_argument("--keep-state", action="store_true")
@@ -280,27 +240,24 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     state_dir = Path(tempfile.mkdtemp(prefix="simjobs-apibench-", dir="/tmp"))
-    stack = Stack(state_dir)
+    stack = Bench(state_dir)
     prefix = f"apibench{uuid.uuid4().hex[:10]}"
-    profile_path = state_dir / "api.prof"
+    profiles = [state_dir / f"api-{i}.prof" for i in range(1, args.api_workers + 1)]
     try:
         bootstrap = broker(stack)
         port = pick_free_ports(1)[0]
         env = service_env(bootstrap, state_dir, port, prefix)
         base = f"http://127.0.0.1:{port}"
-        api_argv = [sys.executable, "-m", "services.api"]
-        if args.profile:
-            api_argv = [sys.executable, "-m", "cProfile", "-o", str(profile_path),
-                        "-m", "services.api"]
-        stack.spawn("projector", [sys.executable, "-m", "services.projector"], env)
-        # Both services create the read-model schema at start and the projector does not
-        # retry a lost race ("table jobs already exists"): let it finish first.
-        wait_schema(stack, state_dir / "readmodel.sqlite3")
-        stack.spawn("api", api_argv, env)
+        python_args = ({"api": ["-m", "cProfile", "-o", "{state}/{name}.prof"]}
+                       if args.profile else {})
+        stack.services = Stack(StackConfig(state_dir, env, api_workers=args.api_workers,
+                                           runners=0, bootstrap=bootstrap,
+                                           python_args=python_args), report=log)
+        stack.services.up()
         log(f"state {state_dir}, topics {prefix}.*, API {base}")
-        asyncio.run(wait_ready(base, stack))
         cookie = asyncio.run(login(base))
-        pids = {name: proc.pid for name, proc in stack.procs.items()}
+        pids = {name: pid for service in ("api", "projector")
+                for name, pid in stack.services.pids(service).items()}
         if stack.broker_pid is not None:
             pids["broker"] = stack.broker_pid
         config = {
@@ -311,13 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             "max_seconds": args.max_seconds, "warmup": args.warmup, "cpu_pids": pids,
         }
         budget = (len(levels) + 2) * (args.max_seconds + 35) + 60
-        result = run_loadgen(stack, env, config, budget)
+        result = {**run_loadgen(stack, env, config, budget), "api_workers": args.api_workers}
         print_table(result)
-        for name, proc in stack.procs.items():
-            if proc.poll() is not None:
-                args.keep_state = True
-                print(f"WARNING: {name} exited with {proc.returncode} during the run:\n"
-                      f"{tail(state_dir / f'{name}.log', 15)}")
+        for name, code in stack.services.exited().items():
+            args.keep_state = True
+            print(f"WARNING: {name} exited with {code} during the run:\n"
+                  f"{tail(stack.services.log_file(name), 15)}")
         report = {
             "bench": "api", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -338,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop_all()
         if args.profile:
-            print_profile(profile_path)
+            print_profile(profiles)
         if args.keep_state or args.profile:
             log(f"state kept in {state_dir}")
         else:

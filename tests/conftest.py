@@ -21,8 +21,8 @@ from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings
 
-# Consumers re-validate every event in tests (production validates on produce).
-os.environ.setdefault("SIMJOBS_VALIDATE_ON_CONSUME", "1")
+# Consumers re-validate every event (the default; a test session must not inherit a 0).
+os.environ["SIMJOBS_VALIDATE_ON_CONSUME"] = "1"
 
 TEST_KAFKA_HOME = Path(os.environ.get("SIMJOBS_TEST_KAFKA_HOME",
                                       Path.home() / ".cache" / "simjobs" / "kafka-test"))

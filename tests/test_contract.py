@@ -129,3 +129,34 @@ async def test_producer_rejects_malformed_and_oversized_events(
                                                   producer="t", payload={"requested_by": "u"}))
         assert published.topic == kafka_settings.jobs_topic
         assert producer.sent["CancelRequested"] == 1
+
+
+def _broken_variants(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payloads that break an example: each key removed, each value given a wrong type."""
+    variants: list[dict[str, Any]] = []
+    for key in example:
+        variants.append({k: v for k, v in example.items() if k != key})
+        wrongs: list[Any] = ["x" * 70, -1, 1.5, None, [], {"nested": True}]
+        for wrong in wrongs:
+            if type(wrong) is not type(example[key]):
+                variants.append({**example, key: wrong})
+    variants.append({**example, "unexpected_key": 1})
+    return variants
+
+
+@pytest.mark.parametrize("type_, version", sorted(default_registry().validators))
+def test_fast_and_reference_validators_agree(type_: str, version: int) -> None:
+    """The Rust validator decides; jsonschema words the message: they must never disagree."""
+    registry = default_registry()
+    fast = registry.fast[(type_, version)]
+    reference = registry.validators[(type_, version)]
+    examples = [e for t, v, e in registry.examples() if (t, v) == (type_, version)]
+    for example in examples:
+        assert fast.is_valid(example) and reference.is_valid(example)
+        for payload in _broken_variants(example):
+            assert fast.is_valid(payload) == reference.is_valid(payload), payload
+            if not reference.is_valid(payload):
+                event = Event(type=type_, job_id="j", payload=payload, producer="test",
+                              version=version)
+                with pytest.raises(SchemaViolation, match=f"{type_} v{version} at "):
+                    registry.validate(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -73,3 +74,37 @@ def test_merge_properties(tasks: list[tuple[int, list[float]]]) -> None:
     error = same["estimators"][0]["pages"][0]["data"]["error"]
     assert error is None or np.allclose(error, 0.0)
     assert merged["simulated_primaries"] == sum(n for n, _ in tasks)
+
+
+def page_doc(values: list[float | None], normalized: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"page_number": 0}
+    if normalized is not None:
+        meta["page_normalized"] = normalized
+    return {"estimators": [{"name": "e", "metadata": {}, "pages": [
+        {"metadata": meta, "dimensions": 1, "data": {"name": "X", "unit": "", "values": values}}
+    ]}]}
+
+
+def merged_page(results: list[TaskResult]) -> dict[str, Any]:
+    page: dict[str, Any] = merge_results(results)["estimators"][0]["pages"][0]["data"]
+    return page
+
+
+def test_counts_are_summed_and_geometry_pages_taken_once() -> None:
+    counts = merged_page([TaskResult(10, page_doc([1.0, 2.0], "1")),
+                          TaskResult(30, page_doc([3.0, 5.0], "1"))])
+    assert counts["values"] == [4.0, 7.0] and counts["error"] is None
+    zones = merged_page([TaskResult(10, page_doc([1.0, 2.0], "0")),
+                         TaskResult(30, page_doc([1.0, 2.0], "0"))])
+    assert zones["values"] == [1.0, 2.0] and zones["error"] is None
+
+
+def test_missing_values_are_left_out_and_never_become_nan() -> None:
+    data = merged_page([TaskResult(10, page_doc([None, 2.0, None], "3")),
+                        TaskResult(30, page_doc([4.0, 6.0, None], "3")),
+                        TaskResult(20, page_doc([1.0, 4.0, None], "3"))])
+    assert data["values"][0] == pytest.approx((30 * 4.0 + 20 * 1.0) / 50)
+    assert data["values"][1] == pytest.approx((10 * 2 + 30 * 6 + 20 * 4) / 60)
+    assert data["values"][2] is None and data["error"][2] is None
+    assert all(e is not None for e in data["error"][:2])
+    json.dumps(merge_results([TaskResult(1, page_doc([None], None))]), allow_nan=False)

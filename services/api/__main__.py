@@ -1,4 +1,10 @@
-"""``python -m services.api [--host H] [--port P]``: serve the REST API."""
+"""``python -m services.api [--host H] [--port P] [--reuse-port]``: serve the REST API.
+
+``--reuse-port`` lets several API processes listen on one port (``SO_REUSEPORT``; on
+Linux the kernel spreads incoming connections over them). It is off by default, so that
+a second API started by mistake fails to bind instead of silently sharing the port;
+``devstack.stack up --api-workers N`` turns it on for its own workers.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.api", description=__doc__)
     parser.add_argument("--host", default=api.host)
     parser.add_argument("--port", type=int, default=api.port)
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="share the port with other API processes (SO_REUSEPORT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     api = replace(api, host=args.host, port=args.port)
-    web.run_app(create_app(load_settings(), api), host=api.host, port=api.port)
+    web.run_app(create_app(load_settings(), api), host=api.host, port=api.port,
+                reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

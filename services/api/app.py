@@ -19,8 +19,10 @@ from services.api.auth import (
     KEYCLOAK,
     LOGIN_LIMITER,
     SECRETS,
+    SESSION_CACHE,
     KeycloakVerifier,
     LoginLimiter,
+    SessionCache,
     auth_metadata,
     load_secrets,
 )
@@ -98,6 +100,7 @@ def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Applic
     app[API_SETTINGS] = api
     app[SECRETS] = load_secrets(settings.state_dir, api)
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
+    app[SESSION_CACHE] = SessionCache(api.session_cache_seconds)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
                             waiter_ctx])
     for module in (openapi, auth, jobs, results, listing):

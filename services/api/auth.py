@@ -186,6 +186,8 @@ class User:
     username: str
     provider: str
     sid: str
+    #: When the session ends (its refresh token's expiry).
+    session_expires: datetime | None = None
 
     @property
     def owner(self) -> str:
@@ -243,7 +245,48 @@ async def _session_user(engine: AsyncEngine, sid: str, user_id: int) -> User | N
         )).first()
     if row is None or row.expires_at <= utc_now():
         return None
-    return User(id=int(row.id), username=row.username, provider=row.provider, sid=sid)
+    return User(id=int(row.id), username=row.username, provider=row.provider, sid=sid,
+                session_expires=row.expires_at)
+
+
+@dataclass
+class SessionCache:
+    """Sessions found valid in the last few seconds, so a request needs no database read.
+
+    The session check was the only database access on the submit path, and the largest
+    cost of a status read. The price: a session revoked by *another* API process (a
+    logout there) stays usable here for at most ``ttl`` seconds; one revoked through this
+    process is dropped at once. ``ttl`` 0 turns the cache off.
+    """
+
+    ttl: float
+    max_entries: int = 100_000
+    _entries: dict[tuple[str, int], tuple[User, float]] = field(default_factory=dict)
+
+    def get(self, sid: str, user_id: int) -> User | None:
+        entry = self._entries.get((sid, user_id))
+        if entry is None:
+            return None
+        user, cached_at = entry
+        if time.monotonic() - cached_at > self.ttl or (
+                user.session_expires is not None and user.session_expires <= utc_now()):
+            self._entries.pop((sid, user_id), None)
+            return None
+        return user
+
+    def put(self, user: User) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # bounded memory; the next requests refill it
+        self._entries[(user.sid, user.id)] = (user, time.monotonic())
+
+    def drop(self, sid: str) -> None:
+        for key in [k for k in self._entries if k[0] == sid]:
+            del self._entries[key]
+
+
+SESSION_CACHE = web.AppKey("session_cache", SessionCache)
 
 
 async def _revoke(engine: AsyncEngine, sid: str) -> None:
@@ -287,9 +330,14 @@ async def require_user(request: web.Request) -> User:
         raise Unauthorized("No token provided")
     prefix = "Refresh access token."
     claims = _decode(token, request.app[SECRETS].access, "access", prefix)
-    user = await _session_user(request.app[ENGINE], claims["sid"], int(claims["sub"]))
+    sid, user_id = claims["sid"], int(claims["sub"])
+    cache = request.app[SESSION_CACHE]
+    user = cache.get(sid, user_id)
     if user is None:
-        raise Forbidden(f"{prefix} Session ended.")
+        user = await _session_user(request.app[ENGINE], sid, user_id)
+        if user is None:
+            raise Forbidden(f"{prefix} Session ended.")
+        cache.put(user)
     return user
 
 
@@ -579,6 +627,7 @@ async def _revoke_from_cookies(request: web.Request) -> None:
         except jwt.PyJWTError:
             continue
         if isinstance(claims.get("sid"), str):
+            request.app[SESSION_CACHE].drop(claims["sid"])
             await _revoke(request.app[ENGINE], claims["sid"])
 
 

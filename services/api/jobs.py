@@ -54,6 +54,8 @@ from services.contract.errors import PublishFailed
 from services.contract.jobs import CANCELABLE, JobState
 from services.projector.state import JobView, TaskView
 from services.settings import ApiSettings
+from services.simulators.errors import BadInput
+from services.simulators.registry import input_primaries
 from services.slurm_bridge.errors import OptionRefused
 from services.slurm_bridge.options import check_header, check_options, sbatch_lines
 
@@ -92,40 +94,6 @@ def _number_as_int(value: object) -> int | None:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     return None
-
-
-def _card_value(text: str, card: str) -> int | None:
-    """The first number after the first ``card`` keyword line (``!`` starts a comment)."""
-    for line in text.splitlines():
-        tokens = line.split("!", 1)[0].split()
-        if tokens and tokens[0] == card:
-            if len(tokens) < 2:
-                raise BadRequest(f"Wrong data provided: the {card} card has no value")
-            try:
-                number = float(tokens[1])
-            except ValueError:
-                raise BadRequest(f"Wrong data provided: the {card} value "
-                                 f"{tokens[1][:40]!r} is not a number") from None
-            if not math.isfinite(number):
-                raise BadRequest(f"Wrong data provided: the {card} value is not finite")
-            return int(number)
-    return None
-
-
-def files_primaries(files: dict[str, str]) -> int:
-    """N from ``beam.dat``'s NSTAT (SHIELD-HIT12A) or a ``*.inp`` START card (FLUKA)."""
-    if "beam.dat" in files:
-        value = _card_value(files["beam.dat"], "NSTAT")
-        if value is None:
-            raise BadRequest("Wrong data provided: beam.dat has no NSTAT card")
-        return value
-    for name in sorted(files):
-        if name.endswith(".inp"):
-            value = _card_value(files[name], "START")
-            if value is not None:
-                return value
-    raise BadRequest("Wrong data provided: cannot find the number of primaries "
-                     "(no NSTAT card in beam.dat, no START card in a *.inp file)")
 
 
 def _check_files(files: object) -> dict[str, str]:
@@ -234,7 +202,11 @@ def parse_submission(body: dict[str, Any], api: ApiSettings, *, batch: bool) -> 
         if "input_files" not in body:
             raise BadRequest("Wrong data provided: input_type 'files' needs input_files")
         files = _check_files(body["input_files"])
-        primaries = files_primaries(files)
+        try:  # read as the job's simulator reads its input (its plug-in knows the format)
+            primaries = input_primaries(sim_type, files)
+        except BadInput as exc:
+            raise BadRequest(f"Wrong data provided: cannot find the number of primaries: "
+                             f"{exc}") from exc
         input_object = {"input_type": "FILES", "input_files": files}
     if primaries < 1 or primaries > MAX_PRIMARIES:
         raise BadRequest(f"Wrong data provided: the number of primaries must be between 1 and "

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -30,9 +31,18 @@ Upcaster = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 @dataclass
 class EventRegistry:
-    """Schemas by ``(type, version)`` plus upcasters by ``(type, from_version)``."""
+    """Schemas by ``(type, version)`` plus upcasters by ``(type, from_version)``.
+
+    Each schema is compiled twice: by ``jsonschema_rs`` (Rust, ~2 µs a payload), which
+    decides whether a payload is valid on the hot path of every producer and consumer,
+    and by ``jsonschema``, which checks the schema itself and words the error message
+    naming the field when a payload is not valid (~100 µs, paid only then). Both
+    implement draft 2020-12; a test checks that they agree on the shipped examples and
+    on broken payloads.
+    """
 
     validators: dict[tuple[str, int], Draft202012Validator] = field(default_factory=dict)
+    fast: dict[tuple[str, int], Any] = field(default_factory=dict)
     upcasters: dict[tuple[str, int], Upcaster] = field(default_factory=dict)
 
     @classmethod
@@ -51,6 +61,7 @@ class EventRegistry:
         """Register one schema (checked against the JSON Schema meta-schema)."""
         Draft202012Validator.check_schema(schema)
         self.validators[(type_, version)] = Draft202012Validator(schema)
+        self.fast[(type_, version)] = jsonschema_rs.Draft202012Validator(dict(schema))
 
     def add_upcaster(self, type_: str, from_version: int, upcaster: Upcaster) -> None:
         """Register the step that turns a ``from_version`` payload into ``from_version + 1``."""
@@ -79,13 +90,19 @@ class EventRegistry:
             UnknownEventType: no schema for this type and version.
             SchemaViolation: the payload does not match; the message names the field.
         """
-        validator = self.validators.get((event.type, event.version))
-        if validator is None:
+        key = (event.type, event.version)
+        fast = self.fast.get(key)
+        if fast is None:
             raise UnknownEventType(f"no schema for {event.type} v{event.version}")
-        error = best_match(validator.iter_errors(dict(event.payload)))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-            raise SchemaViolation(f"{event.type} v{event.version} at {where}: {error.message}")
+        payload = dict(event.payload)
+        if fast.is_valid(payload):
+            return
+        error = best_match(self.validators[key].iter_errors(payload))
+        if error is None:  # the two implementations disagree: trust the stricter one
+            messages = [e.message for e in fast.iter_errors(payload)]
+            raise SchemaViolation(f"{event.type} v{event.version}: {'; '.join(messages)}")
+        where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
+        raise SchemaViolation(f"{event.type} v{event.version} at {where}: {error.message}")
 
     def upcast(self, event: Event) -> Event:
         """Bring an event to the newest version of its type, one step at a time.

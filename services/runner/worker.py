@@ -45,10 +45,11 @@ from services.contract.kafka_io import EventDecoder, EventProducer, make_consume
 from services.contract.log_reader import topic_partitions
 from services.platform.inputs import task_input_files
 from services.platform.outcome import CompletedProcess, ProcessTimeout, failure_reason
-from services.runner.process import SimProcess
+from services.runner.logtail import LogFollower
+from services.runner.process import LineHandler, SimProcess
 from services.runner.work import BadWorkItem, WorkItem
 from services.settings import KafkaSettings, RunnerSettings
-from services.simulators.base import Simulator, write_task_files
+from services.simulators.base import FollowsLogFile, Simulator, write_task_files
 from services.simulators.errors import CollectError, SimulatorError
 from services.simulators.registry import SimulatorRegistry
 
@@ -313,6 +314,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        #: Set when a running task ends, so a full intake loop takes the next item at once.
+        self._slot_freed = asyncio.Event()
         self._consumer: Any = None
         self._fatal: BaseException | None = None
 
@@ -379,10 +382,16 @@ class Worker:
                 free = self.settings.concurrency - len(self._tasks)
                 assigned = list(consumer.assignment())
                 if free <= 0:
+                    # Full: no fetching, but wake the moment a slot frees (a poll would
+                    # sit out its whole timeout on paused partitions).
                     consumer.pause(*assigned)
-                else:
-                    consumer.resume(*assigned)
-                batch = await consumer.getmany(timeout_ms=200, max_records=max(free, 1))
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+                    await self.commit()
+                    continue
+                consumer.resume(*assigned)
+                batch = await consumer.getmany(timeout_ms=200, max_records=free)
                 for tp, records in batch.items():
                     for record in records:
                         self._take(tp, record.offset, record.value)
@@ -417,6 +426,7 @@ class Worker:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._slot_freed.set()
         if task.cancelled():
             return
         exc = task.exception()
@@ -562,9 +572,8 @@ class Worker:
                 await throttle.update(progress.simulated, progress.eta_seconds)
 
         try:
-            done: CompletedProcess | ProcessTimeout = await process.wait(
-                on_line, time_limit=self.settings.wall_time_limit,
-                grace=self.settings.grace_seconds)
+            done: CompletedProcess | ProcessTimeout = await self._wait(
+                process, simulator, workdir, on_line)
         except ProcessTimeout as exc:
             done = exc
         finally:
@@ -595,4 +604,38 @@ class Worker:
             "wall_seconds": round(done.wall_seconds, 3),
             "platform_state": {"state": "COMPLETED", "exit_code": 0, "signal": None},
         })
+
+    async def _wait(self, process: SimProcess, simulator: Simulator, workdir: Path,
+                    on_line: LineHandler) -> CompletedProcess:
+        """Wait for the process, reading progress from its output and maybe a log file.
+
+        A plug-in that :class:`FollowsLogFile` names the file; it is read to its
+        end once the process is gone, before the last progress is settled.
+
+        Raises:
+            ProcessTimeout: the wall-time limit stopped the process.
+            PublishFailed: a progress event could not be written (the process is stopped).
+        """
+        wait = process.wait(on_line, time_limit=self.settings.wall_time_limit,
+                            grace=self.settings.grace_seconds)
+        if not isinstance(simulator, FollowsLogFile):
+            return await wait
+        follower = LogFollower(lambda: simulator.progress_file(workdir), on_line)
+        following = asyncio.create_task(follower.run(), name="worker-log-follower")
+        waiting = asyncio.create_task(wait, name="worker-process-wait")
+        try:
+            await asyncio.wait({following, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if following.done() and not waiting.done():  # its handler failed
+                await process.stop(self.settings.grace_seconds)
+                await asyncio.wait({waiting})
+                following.result()
+            follower.stop()
+            await following
+            return waiting.result()
+        finally:
+            for task in (following, waiting):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 

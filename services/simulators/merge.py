@@ -12,6 +12,13 @@ from the spread between tasks:
 With a single task there is no spread to measure, so ``error`` is None
 unless the task itself reported one. The original YAPTIDE averaged
 unweighted and kept task 0's metadata after failures; this does neither.
+
+Pages that are not per-primary estimates are merged by what they are, as
+SHIELD-HIT12A marks them (``page_normalized`` in the page metadata, as pymchelper
+reads it): 1 = a count (COUNT), summed over the tasks; 0 = a property of the
+geometry (zone, medium, density map), the same in every task, taken from the first.
+A value a task could not compute (``null``, e.g. a LET where nothing passed) is left
+out of that bin's mean; a bin no task could compute stays ``null``.
 """
 
 from __future__ import annotations
@@ -44,17 +51,35 @@ def _pages_by_number(estimator: Mapping[str, Any]) -> dict[int, Mapping[str, Any
     return pages
 
 
-def _merge_values(values: Sequence[Sequence[float]], weights: np.ndarray) -> tuple[
-        list[float], list[float] | None]:
-    stack = np.asarray(values, dtype=float)
+def _as_json(values: np.ndarray) -> list[float | None]:
+    """Floats for JSON: NaN (no value) becomes ``null``, never the invalid token ``NaN``."""
+    return [None if v != v else float(v) for v in values.tolist()]
+
+
+def _merge_values(values: Sequence[Sequence[float | None]], weights: np.ndarray,
+                  normalized: str) -> tuple[list[float | None], list[float | None] | None]:
+    try:
+        stack = np.asarray([[np.nan if v is None else v for v in row] for row in values],
+                           dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise MergeError(f"page values must be flat lists of numbers: {exc}") from exc
     if stack.ndim != 2:
         raise MergeError("page values must be flat lists of numbers")
-    total = weights.sum()
-    mean = (weights[:, None] * stack).sum(axis=0) / total
-    if len(weights) < 2:
-        return mean.tolist(), None
-    spread = (weights[:, None] * (stack - mean) ** 2).sum(axis=0) / (len(weights) - 1)
-    return mean.tolist(), np.sqrt(spread / total).tolist()
+    if normalized == "1":  # counts add up
+        return _as_json(np.nansum(stack, axis=0)), None
+    if normalized == "0":  # the geometry's own property: the same in every task
+        return _as_json(stack[0]), None
+    known = ~np.isnan(stack)
+    w = np.where(known, weights[:, None], 0.0)
+    total = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * np.where(known, stack, 0.0)).sum(axis=0) / total
+        if len(weights) < 2:
+            return _as_json(mean), None
+        contributing = known.sum(axis=0)
+        spread = (w * np.where(known, stack - mean, 0.0) ** 2).sum(axis=0) / (contributing - 1)
+        error = np.where(contributing >= 2, np.sqrt(spread / total), np.nan)
+    return _as_json(mean), _as_json(error)
 
 
 def merge_results(results: Sequence[TaskResult]) -> dict[str, Any]:
@@ -84,7 +109,8 @@ def merge_results(results: Sequence[TaskResult]) -> dict[str, Any]:
             values = [pages[number]["data"]["values"] for pages in task_pages]
             if len({len(v) for v in values}) != 1:
                 raise MergeError(f"page {number} of {name!r} has different sizes across tasks")
-            mean, error = _merge_values(values, weights)
+            normalized = str(page.get("metadata", {}).get("page_normalized", "2"))
+            mean, error = _merge_values(values, weights, normalized)
             new_page = copy.deepcopy(dict(page))
             new_page["data"] = {**page["data"], "values": mean, "error": error}
             out_pages.append(new_page)

@@ -5,21 +5,43 @@ the same plug-in drives the real binary in production and a stand-in in tests.
 A simulator without a plug-in or without a configured executable is not an
 error of the platform: the task fails at once with a reason that says which
 variable to set (:class:`~services.simulators.errors.SimulatorUnavailable`).
+
+What a simulator's input says before anything runs (the number of primaries)
+is known from the plug-in class alone (:func:`input_primaries`), so the API
+validates submissions on a host with no simulator installed.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.settings import RunnerSettings, sim_exe_variable
-from services.simulators.base import Simulator
-from services.simulators.errors import SimulatorUnavailable
+from services.simulators.base import Simulator, SimulatorPlugin
+from services.simulators.errors import BadInput, SimulatorUnavailable
+from services.simulators.fluka import Fluka
+from services.simulators.geant4 import Geant4
 from services.simulators.shieldhit import ShieldHit
+from services.simulators.topas import Topas
 
-#: sim_type -> plug-in factory; each is built with the configured executable.
-PLUGINS: dict[str, Callable[[str], Simulator]] = {"shieldhit": ShieldHit}
+#: sim_type -> plug-in class; each instance is built with the configured executable.
+PLUGINS: dict[str, SimulatorPlugin] = {
+    "shieldhit": ShieldHit, "fluka": Fluka, "topas": Topas, "geant4": Geant4,
+}
+
+
+def input_primaries(sim_type: str, input_files: Mapping[str, str]) -> int:
+    """The number of primaries a job's input files ask for, read as its simulator reads them.
+
+    Raises:
+        BadInput: no plug-in for ``sim_type``, or the input does not say.
+    """
+    plugin = PLUGINS.get(sim_type)
+    if plugin is None:
+        raise BadInput(f"simulator {sim_type!r} has no plug-in here "
+                       f"(available: {', '.join(sorted(PLUGINS))})")
+    return plugin.input_primaries(input_files)
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,23 @@ async def test_restart_and_second_process_keep_sessions(stack: Stack, realm: Rea
         assert (status, body["username"]) == (200, "carol")
 
 
+@pytest.mark.parametrize("cache_seconds", [0.0, 60.0], ids=["no-cache", "cached"])
+async def test_logout_elsewhere_ends_the_session_within_the_cache_time(
+        stack: Stack, realm: Realm, cache_seconds: float) -> None:
+    """A second API process trusts a session it checked for ``session_cache_seconds``;
+    with the cache off, a logout through the first process ends it there at once."""
+    session = await stack.user()
+    cookie = session.cookie_jar.filter_cookies(stack.server.make_url("/"))["access_token"].value
+    settings = api_settings(realm, session_cache_seconds=cache_seconds)
+    async with running_stack(stack.settings, settings, with_projector=False) as other:
+        client = other.client()
+        assert (await call(client, "GET", "/auth/status",
+                           cookies={"access_token": cookie}))[0] == 200
+        assert (await call(session, "DELETE", "/auth/logout"))[0] == 200
+        status, _ = await call(client, "GET", "/auth/status", cookies={"access_token": cookie})
+        assert status == (403 if cache_seconds == 0 else 200)
+
+
 async def test_cors(stack: Stack) -> None:
     session = stack.client()
     headers = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",

@@ -20,6 +20,7 @@ from services.api.jobs import batch_options
 from services.contract.envelope import Event
 from services.settings import ApiSettings
 from tests.api.conftest import Realm, Stack, call
+from tests.support.standins import INPUTS
 
 pytestmark = pytest.mark.kafka
 
@@ -352,3 +353,20 @@ async def test_random_bodies_never_500(stack: Stack, body: Any) -> None:
         session = _fuzz_sessions[id(stack)] = await stack.user()
     async with session.post("/jobs/direct", data=json.dumps(body)) as resp:
         assert resp.status < 500, await resp.text()
+
+
+@pytest.mark.parametrize("sim_type", sorted(INPUTS))
+async def test_files_are_counted_as_their_simulator_reads_them(stack: Stack,
+                                                              sim_type: str) -> None:
+    session = await stack.user()
+    body = {"sim_type": sim_type, "ntasks": 3, "input_type": "files",
+            "input_files": INPUTS[sim_type](4242)}
+    job_id = await submit(session, body)
+    _, reply = await call(session, "GET", f"/inputs?job_id={job_id}")
+    assert reply["input"]["number_of_all_primaries"] == 4242
+    other = next(t for t in sorted(INPUTS) if t != sim_type)
+    status, reply = await call(session, "POST", "/jobs/direct",
+                               json={**body, "input_files": INPUTS[other](10)})
+    assert status == 400
+    assert reply["message"].startswith("Wrong data provided: cannot find the number of "
+                                       "primaries: "), reply

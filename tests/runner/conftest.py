@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -36,19 +37,41 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE_SIMULATOR = ROOT / "tests" / "support" / "fake_simulator.py"
 
 
-def beam(nstat: int, extra: str = "") -> dict[str, str]:
-    """A SHIELD-HIT12A input (the fake reads only beam.dat)."""
+DETECT = """Geometry Cyl
+    Name CylZ
+    R 0 5 1
+    Z 0 20 40
+Output
+    Filename z_profile.bdo
+    Geo CylZ
+    Quantity Dose
+"""
+
+
+def beam(nstat: int, extra: str = "", detect: str = DETECT) -> dict[str, str]:
+    """A SHIELD-HIT12A input (the fake reads beam.dat and the Geometry/Output of detect.dat)."""
     text = f"RNDSEED 89736501\nJPART0 2\nTMAX0 150.0 0.0\nNSTAT {nstat} 0 ! primaries\n{extra}"
     return {"beam.dat": text, "geo.dat": "geometry\n", "mat.dat": "materials\n",
-            "detect.dat": "detectors\n"}
+            "detect.dat": detect}
 
 
 @pytest.fixture
-def fake_exe() -> str:
+def fake_exe(tmp_path: Path) -> str:
+    """The stand-in, as an executable that starts this interpreter directly.
+
+    Its own ``#!/usr/bin/env python3`` may go through a version manager's shim (pyenv's
+    costs ~0.5 s per start), which would make every task of every test that much slower.
+    The launcher keeps ``fake_simulator`` in the command line, which the tests look for.
+    """
     mode = FAKE_SIMULATOR.stat().st_mode
     if not mode & stat.S_IXUSR:
         FAKE_SIMULATOR.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return str(FAKE_SIMULATOR)
+    launcher = tmp_path / "bin" / "fake_simulator"
+    launcher.parent.mkdir()
+    launcher.write_text(f"#!{sys.executable}\nimport runpy\n"
+                        f"runpy.run_path({str(FAKE_SIMULATOR)!r}, run_name='__main__')\n")
+    launcher.chmod(0o755)
+    return str(launcher)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, task_seed
 from services.settings import KafkaSettings, RunnerSettings
+from services.simulators.shieldhit import seed_offset
 from tests.api.conftest import Realm, call
 from tests.runner.conftest import FAKE_SIMULATOR, beam, of_type
 from tests.slurm.conftest import (
@@ -125,7 +126,7 @@ async def test_failed_and_timed_out_tasks_keep_exit_code_log_and_slurm_state(
         tmp_path: Path, kafka_settings: KafkaSettings, realm: Realm,
         cluster_site: ClusterSite) -> None:
     base_seed = 777
-    failing, stuck = task_seed(base_seed, 0), task_seed(base_seed, 1)
+    failing, stuck = (seed_offset(task_seed(base_seed, i)) for i in (0, 1))
     files = beam(3000, extra=f"FAIL {failing}\nHANG {stuck}\n")
     settings = bridge_settings(tmp_path, kafka_settings, cluster_site.config())
     async with api_batch_stack(kafka_settings, tmp_path, realm, settings) as stack:
@@ -141,7 +142,7 @@ async def test_failed_and_timed_out_tasks_keep_exit_code_log_and_slurm_state(
         assert (failed.state, failed.exit_status, failed.platform_state,
                 failed.platform_exit_code) == (S.FAILED, 2, "FAILED", 2)
         assert failed.failure_reason == \
-            f"simulator exited with status 2: ERROR: FAIL card in beam.dat (seed {failing})"
+            f"simulator exited with status 2: ERROR: FAIL card in beam.dat (offset {failing})"
         assert (timed_out.state, timed_out.platform_state) == (S.FAILED, "TIMEOUT")
         assert timed_out.failure_reason == "time limit reached (SLURM state TIMEOUT)"
         assert timed_out.simulated_primaries > 0  # its progress before it got stuck
