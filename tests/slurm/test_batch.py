@@ -25,6 +25,7 @@ from tests.slurm.conftest import (
     ClusterSite,
     api_batch_stack,
     bridge_settings,
+    cluster_run,
     slurm_jobs_named,
 )
 
@@ -207,3 +208,36 @@ async def test_cancel_of_a_running_job_reaches_slurm_within_one_poll_interval(
         assert confirmed == {0: "CANCELLED", 1: "CANCELLED"}
         final = (await stack.views(job_id))[job_id]
         assert [t.platform_state for t in final.tasks] == ["CANCELLED", "CANCELLED"]
+
+
+# --- results of any size ----------------------------------------------------------------------
+
+MESH = """Geometry Mesh
+    Name Cube
+    X 0 10 60
+    Y 0 10 60
+    Z 0 20 60
+Output
+    Filename dose_mesh.bdo
+    Geo Cube
+    Quantity Dose
+"""
+
+
+async def test_results_over_a_megabyte_come_back_whole_and_verified(
+        tmp_path: Path, kafka_settings: KafkaSettings, realm: Realm,
+        cluster_site: ClusterSite) -> None:
+    settings = bridge_settings(tmp_path, kafka_settings, cluster_site.config())
+    async with api_batch_stack(kafka_settings, tmp_path, realm, settings) as stack:
+        job_id = await stack.publish_batch(beam(2000, detect=MESH), ntasks=2, primaries=2000)
+        done = await wait_view(stack, job_id, *TERMINAL, within=120)
+        assert done.state is S.COMPLETED, done.failure_reason
+        sizes = await cluster_run(cluster_site, "stat -c %s "
+                                  f"{cluster_site.config().work_root}/{job_id}/tasks/*/*.bdo")
+        assert all(int(size) > 1_000_000 for size in sizes.stdout_text.split()), sizes
+        result = stack.artifacts.get_json(done.result_ref)
+        page = result["estimators"][0]["pages"][0]
+        assert len(page["data"]["values"]) == 60 ** 3
+        for task in done.tasks:
+            task_result = stack.artifacts.get_json(task.result_ref)
+            assert len(task_result["estimators"][0]["pages"][0]["data"]["values"]) == 60 ** 3
