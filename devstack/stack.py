@@ -52,6 +52,7 @@ from services import procnet
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import (
+    OPS_DEFAULT_PORTS,
     ApiSettings,
     RunnerSettings,
     Settings,
@@ -99,9 +100,16 @@ class StackConfig:
     @classmethod
     def from_environment(cls, *, api_workers: int = 1, runners: int = 1,
                          timeout: float = 90.0) -> StackConfig:
-        """What ``make up`` starts: this process's environment, state in ``var/``."""
+        """What ``make up`` starts: this process's environment, state in ``var/``.
+
+        The services' metrics ports are fixed (:data:`OPS_DEFAULT_PORTS`) unless the
+        environment sets them, so that Prometheus can scrape them.
+        """
         state = Path(os.environ.get("SIMJOBS_STATE_DIR", str(ROOT / "var")))
-        return cls(state, dict(os.environ), api_workers, runners, None, timeout)
+        env = dict(os.environ)
+        for name, port in OPS_DEFAULT_PORTS.items():
+            env.setdefault(f"SIMJOBS_{name.upper()}_METRICS_PORT", str(port))
+        return cls(state, env, api_workers, runners, None, timeout)
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,8 @@ class Service:
 
     def exists(self) -> bool:
         """Whether this checkout has the service's entry point (services land one by one)."""
-        return (ROOT / Path(*self.module.split(".")) / "__main__.py").exists()
+        path = ROOT / Path(*self.module.split("."))
+        return (path / "__main__.py").exists() or path.with_suffix(".py").exists()
 
 
 # --- readiness of each service ------------------------------------------------------------
@@ -189,11 +198,44 @@ def _api_ready(stack: Stack, instance: Instance, pid: int) -> bool:
         return False
 
 
+_METRICS_LINE = re.compile(r"metrics and health on (http://\S+)/metrics")
+
+
+def _metrics_url(stack: Stack, instance: Instance) -> str | None:
+    """Where a process serves /metrics and /readyz (it logs it; port 0 picks a free one)."""
+    try:
+        text = stack.log_file(instance.name).read_text(errors="replace")
+    except OSError:
+        return None
+    found = _METRICS_LINE.findall(text)
+    return found[-1] if found else None
+
+
+def _usage_ready(stack: Stack, instance: Instance, pid: int) -> bool:
+    """The usage worker is up once its own /readyz says so (Kafka, database, agent)."""
+    url = _metrics_url(stack, instance)
+    if url is None:
+        return False
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def _runner_env(stack: Stack, instance: Instance) -> dict[str, str]:
-    """Each runner has its own name (in TaskStarted) and work directory."""
+    """Each runner has its own name (in TaskStarted), work directory and metrics port.
+
+    A fixed metrics port (``make up`` gives one, so Prometheus can scrape it) is the first
+    runner's; the others take the next ones up.
+    """
     root = stack.runner_settings().workdir_root
-    return {"SIMJOBS_RUNNER_NAME": instance.name,
-            "SIMJOBS_RUNNER_WORKDIR": str(root / instance.name)}
+    env = {"SIMJOBS_RUNNER_NAME": instance.name,
+           "SIMJOBS_RUNNER_WORKDIR": str(root / instance.name)}
+    port = int(stack.env.get("SIMJOBS_RUNNER_METRICS_PORT", "0") or 0)
+    if port > 0:
+        env["SIMJOBS_RUNNER_METRICS_PORT"] = str(port + 10 * (instance.index - 1))
+    return env
 
 
 def _clusters(env: Mapping[str, str]) -> list[str]:
@@ -227,6 +269,8 @@ def _api_where(stack: Stack) -> str:
 SERVICES = [
     Service("projector", "services.projector", lambda config: 1, _projector_ready,
             lambda stack: f"read model at {stack.settings().database.url}"),
+    Service("usage", "services.projector.usage", lambda config: 1, _usage_ready,
+            lambda stack: "usage accounting (faust-streaming) into the read model"),
     Service("runner", "services.runner", lambda config: config.runners, _runner_ready,
             lambda stack: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE)",
             env=_runner_env, scalable=True),

@@ -436,6 +436,97 @@ def load_runner_settings() -> RunnerSettings:
     )
 
 
+# --- operations: logs, metrics, health, usage accounting (services.ops, services.projector.usage)
+
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How services log: JSON lines (the default, for collectors) or text (for people)."""
+
+    format: str = "json"
+    level: int = 20  # logging.INFO
+
+
+def load_log_settings() -> LogSettings:
+    """Read ``SIMJOBS_LOG_FORMAT`` (json|text) and ``SIMJOBS_LOG_LEVEL`` (a level name)."""
+    import logging
+
+    fmt = _env("LOG_FORMAT", "json").strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"{PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                         f"got {fmt!r}")
+    name = _env("LOG_LEVEL", "INFO").strip().upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        raise ValueError(f"{PREFIX}LOG_LEVEL must be a level name such as INFO, got {name!r}")
+    return LogSettings(format=fmt, level=level)
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    """Where a service that is not an HTTP server serves ``/metrics``, ``/healthz``, ``/readyz``.
+
+    ``port`` < 0 turns the endpoint off; 0 (the default) picks a free port, logged at
+    start-up, so that test and ad-hoc processes never collide; a deployment that is
+    scraped sets fixed ports (``make up`` uses :data:`OPS_DEFAULT_PORTS`).
+    """
+
+    host: str
+    port: int
+    #: Seconds between two readiness checks of the dependencies (Kafka, database).
+    check_interval: float
+    #: Seconds one dependency check may take before it counts as failed.
+    check_timeout: float
+    #: Seconds between two consumer-lag samples.
+    lag_interval: float
+
+
+#: The ops ports ``make up`` gives the services that are not HTTP servers (the API serves
+#: its own routes on its own port).
+OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103}
+
+
+def load_ops_settings(service: str | None) -> OpsSettings:
+    """Read the ops endpoint of one service (``SIMJOBS_<SERVICE>_METRICS_PORT``).
+
+    ``None``: a service that serves the ops routes on its own HTTP port (the API); only
+    the check and lag intervals apply.
+    """
+    interval = _env_float("HEALTH_INTERVAL", 2.0)
+    timeout = _env_float("HEALTH_TIMEOUT", 2.0)
+    lag = _env_float("LAG_INTERVAL", 5.0)
+    if interval <= 0 or timeout <= 0 or lag <= 0:
+        raise ValueError(f"{PREFIX}HEALTH_INTERVAL, {PREFIX}HEALTH_TIMEOUT and "
+                         f"{PREFIX}LAG_INTERVAL must be positive")
+    return OpsSettings(
+        host=_env("METRICS_HOST", "127.0.0.1"),
+        port=-1 if service is None else _env_int(f"{service.upper()}_METRICS_PORT", 0),
+        check_interval=interval, check_timeout=timeout, lag_interval=lag,
+    )
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """The usage-accounting worker (faust): its consumer group and faust's own state dir."""
+
+    group_id: str
+    data_dir: Path
+    #: Events per database transaction (the unit that is counted once).
+    batch: int = 500
+
+
+def load_usage_settings() -> UsageSettings:
+    """Read ``SIMJOBS_USAGE_GROUP``, ``SIMJOBS_USAGE_DATA_DIR`` and ``SIMJOBS_USAGE_BATCH``."""
+    batch = _env_int("USAGE_BATCH", 500)
+    if batch < 1:
+        raise ValueError(f"{PREFIX}USAGE_BATCH must be at least 1, got {batch}")
+    return UsageSettings(
+        group_id=_env("USAGE_GROUP", "usage"),
+        data_dir=Path(_env("USAGE_DATA_DIR", str(default_state_dir() / "usage"))),
+        batch=batch,
+    )
 # --- batch platform (services.slurm_bridge) -----------------------------------------------
 
 

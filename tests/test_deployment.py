@@ -44,8 +44,9 @@ HAPROXY = ROOT / "deploy" / "haproxy.cfg"
 
 #: What an operator's ``.env`` holds (the variables compose requires).
 DOTENV = {"POSTGRES_PASSWORD": "pw-from-dotenv"}
-#: Entry points that are tools run on demand (``docker compose run``), not services.
-TOOLS = {"services.audit"}
+#: Entry points that are tools run on demand (``docker compose run``) or by another
+#: process (the health check, the runner's simulator launcher), not services.
+TOOLS = {"services.audit", "services.healthcheck", "services.runner.launcher"}
 #: Compose services whose entry point is still being written on another branch. Once it
 #: lands, the check below fails until the module is taken off this list, and then the
 #: service's environment is checked against the settings it really reads.
@@ -161,13 +162,21 @@ def mounts(service: dict[str, Any]) -> list[Mount]:
 
 
 def entry_points() -> set[str]:
-    """Every ``python -m services.<x>`` the code has."""
-    return {f"services.{path.parent.name}" for path in (ROOT / "services").glob("*/__main__.py")}
+    """Every ``python -m services.<x>`` the code has: packages with a ``__main__`` and
+    modules that run as a program (``python -m services.projector.usage``)."""
+    found = {f"services.{path.parent.name}"
+             for path in (ROOT / "services").glob("*/__main__.py")}
+    for path in (ROOT / "services").rglob("*.py"):
+        if path.name != "__main__.py" and '__name__ == "__main__"' in path.read_text():
+            found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return found
 
 
 def package_sources(module: str) -> Iterator[tuple[Path, str]]:
+    """The sources of an entry point: its package, or its module file alone."""
     package = ROOT / Path(*module.split("."))
-    for path in sorted(package.rglob("*.py")):
+    paths = sorted(package.rglob("*.py")) if package.is_dir() else [package.with_suffix(".py")]
+    for path in paths:
         yield path, path.read_text()
 
 

@@ -37,6 +37,7 @@ async def test_topics_have_configured_partitions_and_retention(
     assert jobs["retention.bytes"] == "-1"
     assert jobs["cleanup.policy"] == "delete"
     assert jobs["max.message.bytes"] == str(TOPIC_MAX_MESSAGE_BYTES)
+    assert jobs["message.timestamp.type"] == "LogAppendTime"  # the audit's as-of clock
     partitions, tasks = await _describe(kafka_settings, kafka_settings.tasks_topic)
     assert partitions == kafka_settings.tasks_partitions
     assert tasks["retention.ms"] != "-1"

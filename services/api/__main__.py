@@ -15,6 +15,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from services.api.app import create_app
+from services.ops.http import JobAccessLogger
+from services.ops.logs import setup_logging
 from services.settings import load_api_settings, load_settings
 
 
@@ -27,10 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-port", action="store_true",
                         help="share the port with other API processes (SO_REUSEPORT)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging("api")
     api = replace(api, host=args.host, port=args.port)
     web.run_app(create_app(load_settings(), api), host=api.host, port=api.port,
-                reuse_port=args.reuse_port or None)
+                reuse_port=args.reuse_port or None, access_log_class=JobAccessLogger,
+                print=logging.getLogger(__name__).info)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ that started is released, in reverse order, when it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from services.api import auth, jobs, listing, openapi, results
+from services.api import auth, jobs, listing, openapi, results, usage
 from services.api.auth import (
     KEYCLOAK,
     LOGIN_LIMITER,
@@ -31,9 +32,14 @@ from services.api.cors import cors_middleware
 from services.api.errors import error_middleware
 from services.api.readwait import WAITER, JobWaiter
 from services.artifacts.store import ArtifactStore
+from services.contract.errors import PublishFailed
 from services.contract.kafka_io import EventProducer
+from services.ops import http as ops_http
+from services.ops.health import Health, database_check, kafka_check
+from services.ops.http import HEALTH, metrics_middleware
 from services.projector.readmodel import create_schema, make_engine
-from services.settings import ApiSettings, Settings, load_api_settings
+from services.projector.usage_model import usage_metadata
+from services.settings import ApiSettings, Settings, load_api_settings, load_ops_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ async def _create_schemas(app: web.Application) -> None:
     """Read-model and auth tables (create_schema retries the start-up race)."""
     await create_schema(app[ENGINE])
     await create_schema(app[ENGINE], auth_metadata)
+    await create_schema(app[ENGINE], usage_metadata)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,15 +69,54 @@ async def artifacts_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _connect(producer: EventProducer) -> None:
+    """Connect the producer, retrying with back-off until Kafka answers."""
+    delay = 0.5
+    while not producer.started:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+        try:
+            await producer.start()
+            log.info("connected to Kafka at %s", producer.settings.bootstrap_servers)
+        except PublishFailed as exc:
+            log.warning("Kafka still unreachable, retrying in %.1f s: %s", delay, exc)
+
+
 async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Kafka producer of job events."""
+    """The Kafka producer of job events, connected in the background.
+
+    The API serves while Kafka is unreachable (writes answer 503, ``/readyz`` says not
+    ready) and connects as soon as it can, instead of refusing to start.
+    """
     producer = EventProducer(app[SETTINGS].kafka)
-    await producer.start()
     app[PRODUCER] = producer
+    try:
+        await producer.start()  # the usual case: connected before the first request
+    except PublishFailed as exc:
+        log.warning("Kafka unreachable at start-up, serving without it: %s", exc)
+    connecting = asyncio.create_task(_connect(producer), name="kafka-connect")
     try:
         yield
     finally:
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
         await producer.stop()
+
+
+async def health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Readiness checks of Kafka and the database, in the background."""
+    ops = load_ops_settings(None)  # the routes are on the API's own port
+    producer = app[PRODUCER]
+    health = Health([kafka_check(app[SETTINGS].kafka), database_check(app[ENGINE])],
+                    interval=ops.check_interval, timeout=ops.check_timeout,
+                    started=lambda: producer.started)
+    app[HEALTH] = health
+    health.start()
+    try:
+        yield
+    finally:
+        await health.stop()
 
 
 async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -94,7 +140,7 @@ async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Application:
     """The REST API for these settings (API settings from the environment if not given)."""
     api = api or load_api_settings()
-    app = web.Application(middlewares=[cors_middleware, error_middleware],
+    app = web.Application(middlewares=[metrics_middleware, cors_middleware, error_middleware],
                           client_max_size=api.max_body_bytes)
     app[SETTINGS] = settings
     app[API_SETTINGS] = api
@@ -102,7 +148,7 @@ def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Applic
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
     app[SESSION_CACHE] = SessionCache(api.session_cache_seconds)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
-                            waiter_ctx])
-    for module in (openapi, auth, jobs, results, listing):
+                            waiter_ctx, health_ctx])
+    for module in (openapi, auth, jobs, results, listing, usage, ops_http):
         app.add_routes(module.routes)
     return app

@@ -20,10 +20,17 @@ updates become events:
   bridge), since a completed task without a result could not be merged;
 * ``FAILED`` -> ``TaskFailed``; ``CANCELED`` -> ``TaskCanceled``.
 Reported ``start_time`` / ``end_time`` become the events' ``occurred_at``.
+
+Editor input (``input_type: editor``, the project in ``input_json`` or
+``sim_data``) is converted at submit (:mod:`services.converter`) for the
+simulators that have a converter; a project that does not convert is a 400
+naming its JSON path. The generated files are stored next to the project in
+the input artifact, so every platform runs editor and files jobs alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import secrets as pysecrets
@@ -52,6 +59,7 @@ from services.api.readwait import WAITER, find_job, owned_job
 from services.contract.envelope import Event, format_time, utc_now
 from services.contract.errors import PublishFailed
 from services.contract.jobs import CANCELABLE, JobState
+from services.converter import TARGETS, ConversionError, convert
 from services.projector.state import JobView, TaskView
 from services.settings import ApiSettings
 from services.simulators.errors import BadInput
@@ -82,6 +90,9 @@ class Submission:
     number_of_all_primaries: int
     input_object: dict[str, Any]
     batch_options: dict[str, Any] | None = None
+    #: The body field that held an editor project (``input_json``, or ``sim_data`` as the
+    #: jobs-endpoints document names it); conversion errors name paths from it.
+    project_field: str = "input_json"
 
 
 def _is_int(value: object) -> bool:
@@ -111,15 +122,32 @@ def _check_files(files: object) -> dict[str, str]:
     return files
 
 
-def editor_primaries(project: dict[str, Any]) -> int:
+def editor_primaries(project: dict[str, Any], field: str = "input_json") -> int:
     """N from the editor project's ``beam.numberOfParticles``."""
     beam = project.get("beam")
     value = beam.get("numberOfParticles") if isinstance(beam, dict) else None
     number = _number_as_int(value)
+    path = f"{field}.beam.numberOfParticles"
     if number is None:
-        raise BadRequest("Wrong data provided: input_json.beam.numberOfParticles must be "
-                         "an integer")
+        raise BadRequest(f"Wrong data provided: {path} must be an integer", path=path)
+    if number < 1 or number > MAX_PRIMARIES:
+        raise BadRequest(f"Wrong data provided: {path}: the number of primaries must be "
+                         f"between 1 and {MAX_PRIMARIES}, got {str(number)[:30]}", path=path)
     return number
+
+
+def editor_files(sub: Submission) -> dict[str, str]:
+    """The simulator input files of an editor submission (CPU-bound: run it in a thread).
+
+    Raises:
+        BadRequest: the project cannot be converted; the message and ``path`` name the
+            offending part of the project.
+    """
+    try:
+        return convert(sub.input_object["input_json"], sub.sim_type,
+                       root=sub.project_field).files
+    except ConversionError as exc:
+        raise BadRequest(f"Wrong data provided: {exc}", path=exc.path) from None
 
 
 _BATCH_KEYS = {"cluster_name", "slurm_options", "array_header", "array_options",
@@ -191,12 +219,19 @@ def parse_submission(body: dict[str, Any], api: ApiSettings, *, batch: bool) -> 
         raise BadRequest(f"Wrong data provided: title must be a string of at most "
                          f"{MAX_TITLE} characters")
     input_object: dict[str, Any]
+    field = "input_json"
     if input_type == "editor":
-        project = body.get("input_json")
+        field = "input_json" if "input_json" in body or "sim_data" not in body else "sim_data"
+        project = body.get(field)
         if not isinstance(project, dict):
-            raise BadRequest("Wrong data provided: input_type 'editor' needs an input_json "
-                             "object")
-        primaries = editor_primaries(project)
+            raise BadRequest(f"Wrong data provided: input_type 'editor' needs an {field} "
+                             "object (the editor project)")
+        if sim_type not in TARGETS:
+            raise BadRequest(f"Wrong data provided: sim_type {sim_type!r} cannot run editor "
+                             f"input: there is no editor converter for it (editor projects "
+                             f"run on {', '.join(TARGETS)}); submit input_type 'files' with "
+                             "its own input files")
+        primaries = editor_primaries(project, field)
         input_object = {"input_type": "EDITOR", "input_json": project, "input_files": {}}
     else:
         if "input_files" not in body:
@@ -218,7 +253,7 @@ def parse_submission(body: dict[str, Any], api: ApiSettings, *, batch: bool) -> 
     options = batch_options(body.get("batch_options"), api) if batch else None
     return Submission(title=title, sim_type=sim_type, input_type=input_type, ntasks=ntasks,
                       number_of_all_primaries=primaries, input_object=input_object,
-                      batch_options=options)
+                      batch_options=options, project_field=field)
 
 
 def new_job_id(platform: str) -> str:
@@ -237,6 +272,8 @@ async def publish(request: web.Request, events: list[Event]) -> None:
 async def _submit(request: web.Request, user: User, platform: str) -> web.Response:
     body = await read_object(request)
     sub = parse_submission(body, request.app[API_SETTINGS], batch=platform == "batch")
+    if sub.input_type == "editor":
+        sub.input_object["input_files"] = await asyncio.to_thread(editor_files, sub)
     input_ref = await request.app[ARTIFACTS].aput_json(sub.input_object)
     job_id = new_job_id(platform)
     payload: dict[str, Any] = {

@@ -2,8 +2,13 @@
 
 A job's ``result_ref`` names a JSON artifact ``{"estimators": [{"name",
 "metadata", "pages": [{"metadata": {"page_number", ...}, "dimensions",
-"data", "axis_dim1", ...}]}]}``; estimators are served in stored order and
-pages by page number.
+"data", "axis_dim1", ...}]}]}``; pages are served by page number.
+
+Estimator order: for an editor job, the order of the project's outputs (the
+UI matches outputs to estimators by position), each estimator being the one
+named like its output (the converter makes the output name the estimator's
+file name); estimators no output names follow in stored order. For a files
+job, stored order.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from services.api.common import ARTIFACTS, int_param, query, required_job_id
 from services.api.errors import NotFound, WrongParameters, reply
 from services.api.readwait import owned_job
 from services.artifacts.store import ArtifactError
+from services.converter import output_names
 
 routes = web.RouteTableDef()
 
@@ -63,6 +69,23 @@ def parse_page_numbers(text: str) -> list[int]:
     return sorted(numbers)
 
 
+def in_output_order(estimators: list[dict[str, Any]],
+                    outputs: list[str]) -> list[dict[str, Any]]:
+    """The estimators in the order of the project's outputs, matched by name.
+
+    An output without an estimator is skipped; estimators that match no output
+    keep their stored order after the matched ones. Nothing is dropped.
+    """
+    remaining = list(estimators)
+    ordered = []
+    for name in outputs:
+        match = next((e for e in remaining if e.get("name") == name), None)
+        if match is not None:
+            ordered.append(match)
+            remaining.remove(match)
+    return ordered + remaining
+
+
 async def _estimators(request: web.Request, missing: str,
                       allowed: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
     user = await require_user(request)
@@ -72,7 +95,13 @@ async def _estimators(request: web.Request, missing: str,
     estimators = data.get("estimators") if isinstance(data, dict) else None
     if not isinstance(estimators, list) or not estimators:
         raise NotFound(missing)
-    return job.job_id, [e for e in estimators if isinstance(e, dict)]
+    found = [e for e in estimators if isinstance(e, dict)]
+    if job.input_type == "editor":
+        stored = await _artifact(request, job.input_ref, missing)
+        project = stored.get("input_json") if isinstance(stored, dict) else None
+        if isinstance(project, dict):
+            found = in_output_order(found, output_names(project))
+    return job.job_id, found
 
 
 @routes.get("/results")

@@ -34,3 +34,14 @@ class PublishFailed(ContractError):
     """Kafka did not acknowledge an event (broker down, timeout): safe to retry."""
 
     retriable = True
+
+
+class UnreadableRecord(ContractError):
+    """A consumed record this code cannot turn into an event; ``reason`` is its skip category.
+
+    Categories: ``tombstone``, ``malformed``, ``unknown:<Type>``, ``invalid:<Type>``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

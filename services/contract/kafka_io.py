@@ -21,13 +21,15 @@ from aiokafka.errors import KafkaError
 from services.contract.envelope import Event, encode
 from services.contract.envelope import decode as decode_event
 from services.contract.errors import (
-    ContractError,
     EventTooLarge,
+    MalformedEvent,
     PublishFailed,
     SchemaViolation,
     UnknownEventType,
+    UnreadableRecord,
 )
 from services.contract.registry import EventRegistry, default_registry
+from services.ops.metrics import EVENTS_CONSUMED, EVENTS_PRODUCED, RECORDS_SKIPPED
 from services.settings import (
     CONSUMER_FETCH_MAX_BYTES,
     CONSUMER_MAX_PARTITION_FETCH_BYTES,
@@ -61,20 +63,30 @@ class EventProducer:
     ) -> None:
         self.settings = settings
         self.registry = registry or default_registry()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{settings.client_id}-producer",
+        self._request_timeout_ms = request_timeout_ms
+        self._producer = self._new_producer()
+        self._started = False
+        self.sent: Counter[str] = Counter()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=f"{self.settings.client_id}-producer",
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
             max_request_size=PRODUCER_MAX_REQUEST_BYTES,
-            request_timeout_ms=request_timeout_ms,
+            request_timeout_ms=self._request_timeout_ms,
             compression_type="zstd",
         )
-        self.sent: Counter[str] = Counter()
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` succeeded (and :meth:`stop` has not been called since)."""
+        return self._started
 
     async def start(self) -> None:
-        """Connect to the cluster.
+        """Connect to the cluster; after a failed attempt it may be called again.
 
         Raises:
             PublishFailed: the cluster cannot be reached.
@@ -83,11 +95,14 @@ class EventProducer:
             await self._producer.start()
         except KafkaError as exc:
             await self._producer.stop()
+            self._producer = self._new_producer()  # a stopped client cannot start again
             raise PublishFailed(f"cannot connect to Kafka at "
                                 f"{self.settings.bootstrap_servers}: {exc}") from exc
+        self._started = True
 
     async def stop(self) -> None:
         """Flush what is pending and disconnect (safe to call twice)."""
+        self._started = False
         await self._producer.stop()
 
     async def __aenter__(self) -> EventProducer:
@@ -122,6 +137,8 @@ class EventProducer:
         """Write several events (all validated first, so none is sent if one is wrong)."""
         target = topic or self.settings.jobs_topic
         records = [(e, self._record(e)) for e in events]
+        if not self._started:
+            raise PublishFailed(f"not connected to Kafka at {self.settings.bootstrap_servers}")
         try:
             futures = [
                 await self._producer.send(target, raw, key=e.job_id.encode())
@@ -132,6 +149,37 @@ class EventProducer:
             raise PublishFailed(f"Kafka did not accept events for {target}: {exc}") from exc
         for e, _ in records:
             self.sent[e.type] += 1
+            EVENTS_PRODUCED.labels(e.type).inc()
+        return [Published(m.topic, m.partition, m.offset) for m in metas]
+
+    async def publish_raw(
+        self, records: Sequence[tuple[bytes, Sequence[tuple[str, bytes]]]], topic: str
+    ) -> list[Published]:
+        """Write records exactly as another log stored them (audit imports), with headers.
+
+        Unlike :meth:`publish`, a payload is not checked against today's schemas: an import
+        must keep old and foreign shapes as they are. Each record must still be a
+        well-formed envelope within the size limit, and is keyed by its job id.
+
+        Raises:
+            MalformedEvent: a record is not an event envelope.
+            EventTooLarge: a record is over the size limit.
+            PublishFailed: Kafka did not acknowledge them (retriable).
+        """
+        keyed = []
+        for raw, headers in records:
+            if len(raw) > MAX_EVENT_BYTES:
+                raise EventTooLarge(f"a record of {len(raw)} bytes is over the "
+                                    f"{MAX_EVENT_BYTES}-byte limit")
+            keyed.append((decode_event(raw).job_id.encode(), raw, list(headers)))
+        if not self._started:
+            raise PublishFailed(f"not connected to Kafka at {self.settings.bootstrap_servers}")
+        try:
+            futures = [await self._producer.send(topic, raw, key=key, headers=headers)
+                       for key, raw, headers in keyed]
+            metas = await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise PublishFailed(f"Kafka did not accept records for {topic}: {exc}") from exc
         return [Published(m.topic, m.partition, m.offset) for m in metas]
 
 
@@ -147,6 +195,8 @@ class EventDecoder:
     registry: EventRegistry = field(default_factory=default_registry)
     validate: bool = field(default_factory=validate_on_consume)
     skipped: Counter[str] = field(default_factory=Counter)
+    #: Who consumes (the ``consumer`` label of the consumed/skipped metrics).
+    consumer: str = "events"
 
     def decode(self, raw: bytes | None) -> Event | None:
         """The record's event brought to the current version, or None if it is skipped."""
@@ -157,23 +207,39 @@ class EventDecoder:
 
     def decode_with_reason(self, raw: bytes | None) -> tuple[Event | None, str | None]:
         """Like :meth:`decode`, but says why a record is skipped instead of counting it."""
+        try:
+            event = self.read(raw)
+        except UnreadableRecord as exc:
+            if exc.reason != "tombstone":
+                log.warning("skipping record: %s", exc)
+            RECORDS_SKIPPED.labels(self.consumer, exc.reason).inc()
+            return None, exc.reason
+        EVENTS_CONSUMED.labels(self.consumer, event.type).inc()
+        return event, None
+
+    def read(self, raw: bytes | None) -> Event:
+        """The record's event brought to the current version.
+
+        Raises:
+            UnreadableRecord: a tombstone, not an envelope, a type this code does not
+                know, or a payload its schema rejects; ``reason`` says which.
+        """
         if raw is None:
-            return None, "tombstone"
+            raise UnreadableRecord("tombstone", "a tombstone (no value)")
         try:
             event = decode_event(raw)
-        except ContractError as exc:
-            log.warning("skipping malformed record: %s", exc)
-            return None, "malformed"
+        except MalformedEvent as exc:
+            raise UnreadableRecord("malformed", f"malformed record: {exc}") from exc
         if event.type not in self.registry.types:
-            log.warning("skipping event of unknown type %s (%s)", event.type, event.event_id)
-            return None, f"unknown:{event.type}"
+            raise UnreadableRecord(f"unknown:{event.type}",
+                                   f"event {event.event_id} of unknown type {event.type}")
         try:
             if self.validate:
                 self.registry.validate(event)
-            return self.registry.upcast(event), None
+            return self.registry.upcast(event)
         except (SchemaViolation, UnknownEventType) as exc:
-            log.warning("skipping unreadable event %s: %s", event.event_id, exc)
-            return None, f"invalid:{event.type}"
+            raise UnreadableRecord(f"invalid:{event.type}",
+                                   f"unreadable event {event.event_id}: {exc}") from exc
 
 
 def make_consumer(

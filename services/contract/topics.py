@@ -4,6 +4,11 @@ The jobs topic is the system of record: it keeps every event forever
 (``retention.ms=-1``, ``retention.bytes=-1``, ``cleanup.policy=delete``,
 never ``compact``: compaction would keep only the last event of a job).
 The tasks topic is a work queue for runners; it may expire old items.
+
+The jobs topic stamps each record with the broker's append time
+(``message.timestamp.type=LogAppendTime``), so "when did this fact enter the system
+of record" is answered by one clock, not by each producer's: the audit's state-as-of
+cuts the log by it.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(
             settings.jobs_topic,
             settings.jobs_partitions,
-            {**common, "retention.ms": "-1", "retention.bytes": "-1"},
+            {**common, "retention.ms": "-1", "retention.bytes": "-1",
+             "message.timestamp.type": "LogAppendTime"},
         ),
         TopicSpec(
             settings.tasks_topic,

@@ -26,6 +26,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from services.contract.envelope import Event
 from services.contract.kafka_io import EventDecoder, make_consumer
+from services.ops.logs import job_context
 from services.projector.state import JobView, apply
 from services.settings import KafkaSettings
 
@@ -79,7 +80,7 @@ class JobFollower:
         #: that a partition assigned again is folded again from its first event.
         self._seen: dict[int, set[str]] = {}
         self._catching_up: dict[TopicPartition, int] = {}
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(consumer=name)
         self._consumer: Any = None
         self._stop = asyncio.Event()
 
@@ -90,6 +91,15 @@ class JobFollower:
     async def act(self, job_id: str) -> None:
         """Take the job's next step, if it has one (see the class docstring)."""
         raise NotImplementedError
+
+    @property
+    def consumer(self) -> Any:
+        """The running jobs-topic consumer (None before start and after stop): for metrics."""
+        return self._consumer
+
+    async def _act(self, job_id: str) -> None:
+        with job_context(job_id):  # every line logged while acting names the job
+            await self.act(job_id)
 
     def mine(self, job_id: str) -> tuple[JobView, JobTrack] | None:
         """The job's view and track if it is a job of this follower's platform."""
@@ -153,6 +163,7 @@ class JobFollower:
                         del self._catching_up[tp]
                         await self._caught_up(tp)
         finally:
+            self._consumer = None
             await consumer.stop()
 
     def caught_up(self) -> bool:
@@ -191,7 +202,7 @@ class JobFollower:
             track.job_canceled = True
         self.seen(event, view, track)
         if tp not in self._catching_up:
-            await self.act(event.job_id)
+            await self._act(event.job_id)
 
     def seen(self, event: Event, view: JobView, track: JobTrack) -> None:
         """Hook: one more event of a job was folded (also while catching up)."""
@@ -200,4 +211,4 @@ class JobFollower:
         jobs = [job for job, track in self.tracks.items() if track.partition == tp.partition]
         log.info("%s: jobs partition %d rebuilt (%d jobs)", self.name, tp.partition, len(jobs))
         for job in jobs:
-            await self.act(job)
+            await self._act(job)

@@ -20,8 +20,8 @@ async def task_input_files(artifacts: ArtifactStore, input_ref: str) -> dict[str
     files = data.get("input_files") if isinstance(data, dict) else None
     if not isinstance(files, dict) or not files:
         kind = data.get("input_type") if isinstance(data, dict) else None
-        raise BadInput(f"input of type {kind!r} has no input files; editor projects "
-                       "need a converter, which the platforms do not have yet")
+        raise BadInput(f"input of type {kind!r} has no input files (editor projects are "
+                       "converted when submitted; this job was submitted before that)")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise BadInput("input files must map names to text")
     return files

@@ -31,6 +31,9 @@ class CompletedProcess:
     job_id: str | None = None
     task_index: int | None = None
     stderr: bytes = b""
+    #: User + system CPU seconds of the process and the children it reaped (None: not
+    #: measured, e.g. the runner's launcher was SIGKILLed with the group, or remote).
+    cpu_seconds: float | None = None
 
     @property
     def signal(self) -> int | None:
@@ -56,9 +59,12 @@ class ProcessTimeout(asyncio.TimeoutError):
 
     retriable = False
 
-    def __init__(self, message: str, output: bytes) -> None:
+    def __init__(self, message: str, output: bytes, *, wall_seconds: float | None = None,
+                 cpu_seconds: float | None = None) -> None:
         super().__init__(message)
         self.output = output
+        self.wall_seconds = wall_seconds
+        self.cpu_seconds = cpu_seconds
 
 
 def last_line(output: bytes, limit: int = 300) -> str:

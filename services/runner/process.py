@@ -9,6 +9,11 @@ leader exits the group is SIGKILLed once more, so no helper outlives its task.
 
 Output (stdout and stderr merged) is read as it comes, line by line, for
 progress, and kept (its last :data:`MAX_OUTPUT` bytes) for the task's log.
+
+The group's leader is the small launcher :mod:`services.runner.launcher`, which
+runs the simulator as its child and reports the CPU time the simulator used (only
+the process that reaps a child learns it) on a pipe; it ends as the simulator
+ended, so exit status and signal are the simulator's.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,6 +33,10 @@ from pathlib import Path
 from services.platform.outcome import CompletedProcess, ProcessTimeout
 
 log = logging.getLogger(__name__)
+
+LAUNCHER = Path(__file__).resolve().with_name("launcher.py")
+#: How long the launcher may take to say whether the simulator started.
+LAUNCH_TIMEOUT = 30.0
 
 MAX_OUTPUT = 8 * 1024 * 1024
 """How much of a task's output is kept for its log artifact (the end is kept)."""
@@ -63,6 +74,9 @@ class SimProcess:
         self._output = bytearray()
         self._truncated = False
         self._started = 0.0
+        self._report: asyncio.StreamReader | None = None
+        self._report_transport: asyncio.ReadTransport | None = None
+        self.usage: dict[str, float] = {}
 
     @property
     def pid(self) -> int | None:
@@ -73,17 +87,58 @@ class SimProcess:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        """Start the process in a new session.
+        """Start the simulator (under its launcher) in a new session.
 
         Raises:
             OSError: the executable cannot be started.
         """
         self._started = time.monotonic()
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, preexec_fn=die_with_parent,
-        )
+        read_fd, write_fd = os.pipe()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(LAUNCHER), str(write_fd), "--", *self.argv,
+                cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent, pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        loop = asyncio.get_running_loop()
+        report = self._report = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(report), os.fdopen(read_fd, "rb", 0))
+        self._report_transport = transport
+        first = await self._report_line(LAUNCH_TIMEOUT)
+        if "started" not in first:
+            await self._proc.wait()
+            self._close_report()
+            raise OSError(str(first.get("exec_error", "the launcher ended without a report")))
+
+    async def _report_line(self, within: float) -> dict[str, object]:
+        """The launcher's next report line ({} at its end or after ``within`` seconds)."""
+        if self._report is None:
+            return {}
+        try:
+            line = await asyncio.wait_for(self._report.readline(), within)
+            data = json.loads(line) if line.strip() else {}
+        except (TimeoutError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _close_report(self) -> None:
+        if self._report_transport is not None:
+            self._report_transport.close()
+            self._report_transport = None
+        self._report = None
+
+    async def _final_usage(self) -> None:
+        """Read the launcher's usage line once it has exited (nothing if it was killed)."""
+        report = await self._report_line(5.0)
+        self._close_report()
+        self.usage = {k: float(v) for k, v in report.items() if isinstance(v, int | float)}
 
     def signal_group(self, sig: int) -> bool:
         """Send a signal to the process group; False if the group is gone."""
@@ -178,11 +233,14 @@ class SimProcess:
                         await pending
             if self._proc.returncode is None:
                 await self.stop(grace)
+            await self._final_usage()
+        wall = self.usage.get("wall_seconds", time.monotonic() - self._started)
+        cpu = self.usage.get("cpu_seconds")
         if timed_out:
             raise ProcessTimeout(f"wall-time limit of {time_limit:g} s reached",
-                                 self.output())
+                                 self.output(), wall_seconds=wall, cpu_seconds=cpu)
         return CompletedProcess(
             job_id=self.job_id, task_index=self.task_index, argv=self.argv,
             returncode=self._proc.returncode if self._proc.returncode is not None else -9,
-            output=self.output(), wall_seconds=time.monotonic() - self._started,
+            output=self.output(), wall_seconds=wall, cpu_seconds=cpu,
         )

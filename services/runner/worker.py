@@ -43,6 +43,13 @@ from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event, derived_event_id
 from services.contract.kafka_io import EventDecoder, EventProducer, make_consumer
 from services.contract.log_reader import topic_partitions
+from services.ops.logs import job_context
+from services.ops.metrics import (
+    RUNNER_SIMULATOR_CPU_SECONDS,
+    RUNNER_SIMULATOR_SECONDS,
+    RUNNER_TASKS_ENDED,
+    RUNNER_TASKS_RUNNING,
+)
 from services.platform.inputs import task_input_files
 from services.platform.outcome import CompletedProcess, ProcessTimeout, failure_reason
 from services.runner.logtail import LogFollower
@@ -179,7 +186,7 @@ class JobsFollower:
         self.ended_tasks: set[tuple[str, int]] = set()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(consumer="worker-follower")
 
     def skip_reason(self, item: WorkItem) -> str | None:
         """Why a work item must not run (None: run it)."""
@@ -329,6 +336,11 @@ class Worker:
         """Stop taking work and stop the running tasks (idempotent, safe before start)."""
         self._stop.set()
         await self.follower.shutdown()
+
+    @property
+    def consumer(self) -> Any:
+        """The running tasks-topic consumer (None before start and after stop): for metrics."""
+        return self._consumer
 
     @property
     def running_pids(self) -> list[int]:
@@ -491,13 +503,15 @@ class Worker:
     async def _ended(self, item: WorkItem, type: str, payload: dict[str, Any]) -> None:
         await self._publish(item, type, {"task_index": item.task_index, **payload},
                             derived=True)
+        RUNNER_TASKS_ENDED.labels(type.removeprefix("Task").lower()).inc()
 
     async def _run_task(self, running: RunningTask) -> None:
         item = running.item
         workdir = self.settings.workdir_root / item.job_id / f"task-{item.task_index:05d}"
         try:
             async with self._slots:
-                await self._execute(running, workdir)
+                with job_context(item.job_id):
+                    await self._execute(running, workdir)
         except _Abandoned:
             log.info("worker %s: left %s/%d for another runner", self.name, item.job_id,
                      item.task_index)
@@ -511,17 +525,19 @@ class Worker:
 
     async def _fail(self, item: WorkItem, reason: str, *, exit_status: int | None = None,
                     log_ref: str | None = None, state: str = "FAILED",
-                    signal: int | None = None) -> None:
+                    signal: int | None = None,
+                    done: CompletedProcess | ProcessTimeout | None = None) -> None:
         log.info("worker %s: task %s/%d failed: %s", self.name, item.job_id, item.task_index,
                  reason)
         await self._ended(item, "TaskFailed", {
             "reason": reason, "exit_status": exit_status, "log_ref": log_ref,
             "platform_state": {"state": state, "exit_code": exit_status, "signal": signal},
+            **_usage(done),
         })
 
     async def _canceled(self, item: WorkItem, reason: str,
                         done: CompletedProcess | None = None) -> None:
-        payload: dict[str, Any] = {"reason": reason}
+        payload: dict[str, Any] = {"reason": reason, **_usage(done)}
         if done is not None:
             payload["platform_state"] = {"state": "CANCELED", "exit_code": done.exit_code,
                                          "signal": done.signal}
@@ -571,18 +587,21 @@ class Worker:
             if progress is not None:
                 await throttle.update(progress.simulated, progress.eta_seconds)
 
+        RUNNER_TASKS_RUNNING.inc()
         try:
             done: CompletedProcess | ProcessTimeout = await self._wait(
                 process, simulator, workdir, on_line)
         except ProcessTimeout as exc:
             done = exc
         finally:
+            RUNNER_TASKS_RUNNING.dec()
             await throttle.close()  # no progress after the task's end
+        _count_usage(done)
         if running.abandoned:
             raise _Abandoned
         if isinstance(done, ProcessTimeout):
             log_ref = await self.artifacts.aput_bytes(done.output)
-            await self._fail(item, str(done), log_ref=log_ref, state="TIMEOUT")
+            await self._fail(item, str(done), log_ref=log_ref, state="TIMEOUT", done=done)
             return
         log_ref = await self.artifacts.aput_bytes(done.output)
         if running.cancel_seen():
@@ -590,18 +609,17 @@ class Worker:
             return
         if done.returncode != 0:
             await self._fail(item, failure_reason(done), exit_status=done.exit_code,
-                             log_ref=log_ref, signal=done.signal)
+                             log_ref=log_ref, signal=done.signal, done=done)
             return
         try:
             document = await asyncio.to_thread(simulator.collect, workdir)
         except CollectError as exc:
-            await self._fail(item, str(exc), exit_status=0, log_ref=log_ref)
+            await self._fail(item, str(exc), exit_status=0, log_ref=log_ref, done=done)
             return
         result_ref = await self.artifacts.aput_json(document)
         await self._ended(item, "TaskCompleted", {
             "simulated_primaries": item.primaries, "requested_primaries": item.primaries,
-            "result_ref": result_ref, "log_ref": log_ref,
-            "wall_seconds": round(done.wall_seconds, 3),
+            "result_ref": result_ref, "log_ref": log_ref, **_usage(done),
             "platform_state": {"state": "COMPLETED", "exit_code": 0, "signal": None},
         })
 
@@ -638,4 +656,19 @@ class Worker:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+
+
+def _usage(done: CompletedProcess | ProcessTimeout | None) -> dict[str, float]:
+    """The ``wall_seconds`` / ``cpu_seconds`` fields of a task's end event (those known)."""
+    if done is None:
+        return {}
+    fields = {"wall_seconds": done.wall_seconds, "cpu_seconds": done.cpu_seconds}
+    return {k: round(v, 3) for k, v in fields.items() if v is not None}
+
+
+def _count_usage(done: CompletedProcess | ProcessTimeout) -> None:
+    if done.wall_seconds is not None:
+        RUNNER_SIMULATOR_SECONDS.inc(done.wall_seconds)
+    if done.cpu_seconds is not None:
+        RUNNER_SIMULATOR_CPU_SECONDS.inc(done.cpu_seconds)
 

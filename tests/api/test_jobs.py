@@ -20,6 +20,7 @@ from services.api.jobs import batch_options
 from services.contract.envelope import Event
 from services.settings import ApiSettings
 from tests.api.conftest import Realm, Stack, call
+from tests.converter.fixtures import project
 from tests.support.standins import INPUTS
 
 pytestmark = pytest.mark.kafka
@@ -44,8 +45,10 @@ def module_db_url(request: pytest.FixtureRequest,
 
 
 def editor(n: int = 100, ntasks: object = 2, **extra: Any) -> dict[str, Any]:
+    doc = project("water_phantom")
+    doc["beam"]["numberOfParticles"] = n
     return {"sim_type": "shieldhit", "ntasks": ntasks, "input_type": "editor", "title": "t",
-            "input_json": {"beam": {"numberOfParticles": n}, "scoringManager": {}}, **extra}
+            "input_json": doc, **extra}
 
 
 async def submit(session: aiohttp.ClientSession, body: dict[str, Any],
@@ -247,6 +250,21 @@ RESULT = {"estimators": [
 ]}
 
 
+async def complete(stack: Stack, session: aiohttp.ClientSession, job_id: str,
+                   result: dict[str, Any], per_task: int, ntasks: int = 2) -> None:
+    """Complete a job as a platform does (each task's result, then the merge), and wait."""
+    ref = stack.app[ARTIFACTS].put_json(result)
+    events = [Event(type="TaskCompleted", job_id=job_id, producer="test",
+                    payload={"task_index": i, "simulated_primaries": per_task,
+                             "requested_primaries": per_task, "result_ref": ref})
+              for i in range(ntasks)]
+    events.append(Event(type="JobCompleted", job_id=job_id, producer="test",
+                        payload={"result_ref": ref, "simulated_primaries": per_task * ntasks,
+                                 "tasks_merged": ntasks}))
+    await stack.app[PRODUCER].publish_many(events)
+    await until(session, job_id, lambda b: b["job_state"] == "COMPLETED")
+
+
 async def test_results_listing_delete(stack: Stack) -> None:
     session = await stack.user()
     job_id = await submit(session, editor(n=10, ntasks=2))
@@ -254,15 +272,7 @@ async def test_results_listing_delete(stack: Stack) -> None:
     await until(session, job_id, lambda b: True)
     assert await call(session, "GET", f"/results?job_id={job_id}") == (
         404, {"message": "Results are unavailable"})
-    ref = stack.app[ARTIFACTS].put_json(RESULT)
-    events = [Event(type="TaskCompleted", job_id=job_id, producer="test",
-                    payload={"task_index": i, "simulated_primaries": 5,
-                             "requested_primaries": 5, "result_ref": ref}) for i in (0, 1)]
-    events.append(Event(type="JobCompleted", job_id=job_id, producer="test",
-                        payload={"result_ref": ref, "simulated_primaries": 10,
-                                 "tasks_merged": 2}))
-    await stack.app[PRODUCER].publish_many(events)
-    await until(session, job_id, lambda b: b["job_state"] == "COMPLETED")
+    await complete(stack, session, job_id, RESULT, per_task=5)
     status, body = await call(session, "GET", f"/results?job_id={job_id}")
     assert status == 200 and [e["name"] for e in body["estimators"]] == ["z_profile", "entrance"]
     assert [p["metadata"]["page_number"] for p in body["estimators"][0]["pages"]] == ["0", "1"]

@@ -223,6 +223,13 @@ def processes_under(root: Path) -> list[int]:
     return sorted(_commands_under(root))
 
 
+def simulators(root: Path) -> list[int]:
+    """The fake simulators themselves (not their launchers, not their helpers)."""
+    return sorted(pid for pid, argv in _commands_under(root).items()
+                  if b"--helper" not in argv and not any(a.endswith(b"launcher.py")
+                                                          for a in argv))
+
+
 def helpers(root: Path) -> list[int]:
     """The fake simulators' helper children (started once a simulator is set up)."""
     return sorted(pid for pid, argv in _commands_under(root).items() if b"--helper" in argv)

@@ -17,7 +17,15 @@ import pytest
 from services.contract.jobs import JobState, task_seed
 from services.settings import KafkaSettings, RunnerSettings
 from services.simulators.merge import TaskResult, merge_results
-from tests.runner.conftest import ROOT, beam, of_type, processes_under, stack, with_
+from tests.runner.conftest import (
+    ROOT,
+    beam,
+    of_type,
+    processes_under,
+    simulators,
+    stack,
+    with_,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -126,7 +134,7 @@ async def test_sigterm_leaves_running_tasks_to_the_next_runner(
         async with runner_process(env, log) as r1:
             job_id = await st.submit(beam(200), ntasks=2, primaries=200, base_seed=9)
             workdir = tmp_path / "work-r1"
-            await wait_for(lambda: len(processes_under(workdir)) == 2, "r1's simulators")
+            await wait_for(lambda: len(simulators(workdir)) == 2, "r1's simulators")
             pids = processes_under(workdir)
             assert await stop(r1) == 0
             assert not any(pid in processes_under(workdir) for pid in pids)
@@ -155,7 +163,7 @@ async def test_sigkill_of_a_runner_kills_its_simulators_and_the_job_still_comple
     async with stack(kafka_settings, None, tmp_path) as st, runner_process(env, log) as r1:
         job_id = await st.submit(beam(200), ntasks=2, primaries=200, base_seed=11)
         workdir = tmp_path / "work-r1"
-        await wait_for(lambda: len(processes_under(workdir)) == 2, "r1's simulators")
+        await wait_for(lambda: len(simulators(workdir)) == 2, "r1's simulators")
         pids = processes_under(workdir)
         r1.kill()
         await r1.wait()

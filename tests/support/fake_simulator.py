@@ -45,7 +45,8 @@ VERSION = "1.1.0-stand-in"
 
 #: Quantity keyword -> (detector type id, page_normalized, unit) in the bdo2019 tags.
 QUANTITIES = {
-    "dose": (5, 2, "MeV/g"), "fluence": (2, 2, "/cm^2"), "energy": (1, 2, "MeV"),
+    "dose": (5, 2, "MeV/g"), "dosegy": (39, 2, "Gy"), "fluence": (2, 2, "/cm^2"),
+    "energy": (1, 2, "MeV"),
     "dlet": (6, 3, "keV/um"), "tlet": (7, 3, "keV/um"), "avgenergy": (8, 3, "MeV/nucl"),
 }
 #: Unit ids of sh_units.h: cm, radians.
@@ -192,7 +193,7 @@ def bin_centres(geometry: Geometry, axis: int) -> list[float]:
 def per_primary(quantity: str, z: float, rng: random.Random, primaries: int) -> float:
     """A clean depth profile per primary, with noise shrinking as 1/sqrt(primaries)."""
     peak = 15.0
-    if quantity in ("dose", "energy"):
+    if quantity in ("dose", "dosegy", "energy"):
         clean = 0.0 if z > peak + 0.5 else 1.0 + 3.0 * math.exp(-((z - peak) ** 2) / 0.8)
     elif quantity == "fluence":
         clean = max(0.0, 1.0 - z / (peak + 0.5))
