@@ -485,7 +485,7 @@ class OpsSettings:
 
 #: The ops ports ``make up`` gives the services that are not HTTP servers (the API serves
 #: its own routes on its own port).
-OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103}
+OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103, "slurm_bridge": 9104}
 
 
 def load_ops_settings(service: str | None) -> OpsSettings:

@@ -49,6 +49,12 @@ from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event, derived_event_id, utc_now
 from services.contract.jobs import JobState
 from services.contract.kafka_io import EventProducer
+from services.ops.metrics import (
+    SLURM_ACTIVE_JOBS,
+    SLURM_POLL_DURATION,
+    SLURM_POLLS,
+    SLURM_SUBMISSIONS,
+)
 from services.platform.finish import JobFinisher
 from services.platform.follower import JobFollower, JobTrack
 from services.platform.inputs import task_input_files
@@ -153,9 +159,11 @@ class ClusterPoller:
             try:
                 await self._cancels()
                 await self.poll_once()
+                SLURM_POLLS.labels(self.config.name, "ok").inc()
                 delay = settings.reconnect_min
                 await self._sleep(self._interval())
             except (RemoteError, CommandFailed, OutputError) as exc:
+                SLURM_POLLS.labels(self.config.name, "failed").inc()
                 level = logging.WARNING if getattr(exc, "retriable", False) else logging.ERROR
                 log.log(level, "cluster %s: poll failed (next try in %.1f s): %s",
                         self.config.name, delay, exc)
@@ -184,10 +192,12 @@ class ClusterPoller:
 
     def add(self, job: BatchJob) -> None:
         self.jobs[job.job_id] = job
+        SLURM_ACTIVE_JOBS.labels(self.config.name).set(len(self.jobs))
         self.wake.set()
 
     def remove(self, job_id: str) -> None:
-        self.jobs.pop(job_id, None)
+        if self.jobs.pop(job_id, None) is not None:
+            SLURM_ACTIVE_JOBS.labels(self.config.name).set(len(self.jobs))
 
     async def _cancels(self) -> None:
         """Send scancel for every job whose cancel was asked for and not yet sent."""
@@ -207,6 +217,7 @@ class ClusterPoller:
             [job.ids.array_job_id for job in jobs],
             [job.layout.log(i) for job in jobs for i in job.running()])
         self.last_poll_seconds = time.monotonic() - started
+        SLURM_POLL_DURATION.labels(self.config.name).observe(self.last_poll_seconds)
         self.last_poll_round_trips = Counter(self.client.backend.round_trips) - before
         self.polls += 1
         for job in jobs:
@@ -480,6 +491,7 @@ class Bridge(JobFollower):
                 "cluster_name": name, "array_job_id": ids.array_job_id,
                 "collect_job_id": ids.collect_job_id, "job_dir": plan.layout.job_dir}))
             await self.producer.publish_many(events)
+            SLURM_SUBMISSIONS.labels(name, "submitted").inc()
             log.info("slurm-bridge: job %s submitted to %s: array %s, collect %s",
                      view.job_id, name, ids.array_job_id, ids.collect_job_id)
         finally:
@@ -518,6 +530,7 @@ class Bridge(JobFollower):
 
     async def _submit_failed(self, view: JobView, track: JobTrack, cluster: str,
                              reason: str, *, retriable: bool) -> None:
+        SLURM_SUBMISSIONS.labels(cluster, "failed").inc()
         log.warning("slurm-bridge: job %s not submitted to %r: %s", view.job_id, cluster,
                     reason)
         await self.producer.publish(self.finisher.caused(view, track, "BatchSubmitFailed", {

@@ -31,6 +31,7 @@ from typing import Protocol, TypeVar
 
 import asyncssh
 
+from services.ops.metrics import SLURM_CONNECTS, SLURM_ROUND_TRIPS
 from services.platform.outcome import CompletedProcess
 from services.settings import ClusterConfig
 from services.slurm_bridge.errors import (
@@ -167,9 +168,14 @@ class AsyncSSHBackend:
             raise RemoteError(f"cluster {cluster.name}: cannot connect to {self.where}: "
                               f"{_describe(exc)}") from exc
         self.connects += 1
+        SLURM_CONNECTS.labels(cluster.name).inc()
         log.info("cluster %s: connected to %s (connection %d)", cluster.name, self.where,
                  self.connects)
         return conn
+
+    def _count(self, kind: str) -> None:
+        self.round_trips[kind] += 1
+        SLURM_ROUND_TRIPS.labels(self.cluster.name, kind).inc()
 
     def _drop(self) -> None:
         """Forget a connection that failed (the next operation opens a new one)."""
@@ -208,7 +214,7 @@ class AsyncSSHBackend:
                   time_limit: float | None = None) -> CompletedProcess:
         async with self._slots:
             conn = await self._connection()
-            self.round_trips["exec"] += 1
+            self._count("exec")
             started = time.monotonic()
             try:
                 process = await self._session(
@@ -264,14 +270,14 @@ class AsyncSSHBackend:
     async def _sftp_client(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
         async with self._sftp_lock:
             if self._sftp is None:
-                self.round_trips["sftp"] += 1
+                self._count("sftp")
                 self._sftp = await self._session(conn.start_sftp_client, "sftp")
             return self._sftp
 
     async def _sftp_call(self, what: str, operation: _SftpOperation) -> object:
         async with self._slots:
             conn = await self._connection()
-            self.round_trips["sftp"] += 1
+            self._count("sftp")
             try:
                 sftp = await self._sftp_client(conn)
                 return await operation(sftp)

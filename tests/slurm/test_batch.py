@@ -16,6 +16,7 @@ import pytest
 
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, task_seed
+from services.ops.metrics import exposition
 from services.settings import KafkaSettings, RunnerSettings
 from services.simulators.shieldhit import seed_offset
 from tests.api.conftest import Realm, call
@@ -103,6 +104,11 @@ async def test_batch_job_completes_and_merges_as_the_direct_platform(
 
         slurm = await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")
         assert slurm == [f"{view.array_job_id}_{i}|COMPLETED" for i in range(4)]
+        metrics = exposition().decode()
+        for line in ('simjobs_slurm_submissions_total{cluster="local",outcome="submitted"}',
+                     'simjobs_slurm_polls_total{cluster="local",outcome="ok"}',
+                     'simjobs_slurm_round_trips_total{cluster="local",kind="exec"}'):
+            assert line in metrics
 
         # The direct platform, same input and base seed: the same merged result.
         twin = f"20261201-000000-{job_id[16:-5]}DIRECT"
