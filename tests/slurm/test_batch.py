@@ -16,10 +16,12 @@ import pytest
 
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, task_seed
+from services.converter import convert
 from services.ops.metrics import exposition
 from services.settings import KafkaSettings, RunnerSettings
 from services.simulators.shieldhit import seed_offset
 from tests.api.conftest import Realm, call
+from tests.converter.fixtures import project
 from tests.runner.conftest import FAKE_SIMULATOR, beam, of_type
 from tests.slurm.conftest import (
     ApiBatchStack,
@@ -247,3 +249,24 @@ async def test_results_over_a_megabyte_come_back_whole_and_verified(
         for task in done.tasks:
             task_result = stack.artifacts.get_json(task.result_ref)
             assert len(task_result["estimators"][0]["pages"][0]["data"]["values"]) == 60 ** 3
+
+
+# --- editor projects ------------------------------------------------------------------------
+
+
+async def test_editor_project_runs_on_the_cluster_with_results_in_project_order(
+        tmp_path: Path, kafka_settings: KafkaSettings, realm: Realm,
+        cluster_site: ClusterSite) -> None:
+    settings = bridge_settings(tmp_path, kafka_settings, cluster_site.config())
+    async with api_batch_stack(kafka_settings, tmp_path, realm, settings) as stack:
+        session = await stack.api.keycloak_user(realm)
+        doc = project("water_phantom")
+        status, body = await call(session, "POST", "/jobs/batch", json={
+            "sim_type": "shieldhit", "ntasks": 2, "input_type": "editor",
+            "input_json": doc, "batch_options": {"cluster_name": "local"}})
+        assert (status, body["message"]) == (202, "Batch job submitted"), body
+        done = await wait_view(stack, body["job_id"], *TERMINAL, within=90)
+        assert done.state is S.COMPLETED, done.failure_reason
+        status, reply = await call(session, "GET", f"/results?job_id={body['job_id']}")
+        assert status == 200
+        assert [e["name"] for e in reply["estimators"]] == convert(doc, "shieldhit").outputs
