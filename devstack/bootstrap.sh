@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine, idempotently:
 # Java 17 + Maven (to assemble and run Kafka), Python venv with the pinned
-# dependencies. PostgreSQL is installed by devstack/postgres.py when a test
-# leg needs it. Safe to run any number of times; fast when nothing is missing.
+# dependencies, npm and the live page's pinned JavaScript libraries (web/).
+# PostgreSQL is installed by devstack/postgres.py when a test leg needs it,
+# Chromium by devstack/chromium.py for the browser test. Safe to run any number
+# of times; fast when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}" >&2
   apt-get update -qq
@@ -24,4 +27,12 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# The live page's JavaScript libraries (Plotly), pinned in web/package-lock.json.
+web_stamp=web/node_modules/.installed-$(sha256sum web/package-lock.json | cut -c1-16)
+if [ ! -f "$web_stamp" ]; then
+  echo "bootstrap: installing the live page's JavaScript libraries (npm ci in web/)" >&2
+  (cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  touch "$web_stamp"
 fi

@@ -527,6 +527,67 @@ def load_usage_settings() -> UsageSettings:
         data_dir=Path(_env("USAGE_DATA_DIR", str(default_state_dir() / "usage"))),
         batch=batch,
     )
+
+
+# --- live streams (services.api.stream) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Server-Sent Events of job progress: limits, keep-alives and the in-memory history."""
+
+    #: Open streams one API process serves at most (more get 503).
+    max_streams: int = 2000
+    #: Open streams one user may hold at most (more get 429).
+    max_streams_per_user: int = 100
+    #: Seconds between keep-alive comments on an idle stream.
+    keepalive_seconds: float = 15.0
+    #: Seconds after which the server ends a connection (the browser resumes it at once with
+    #: Last-Event-ID); bounds how long a revoked session keeps streaming. 0: no limit.
+    max_connection_seconds: float = 600.0
+    #: The reconnection delay the browser is told (SSE ``retry:``), in milliseconds.
+    retry_ms: int = 2000
+    #: Messages waiting for one slow client; past it the stream is ended (the browser resumes).
+    queue_size: int = 2000
+    #: Messages kept per followed job for resuming from memory (older ones: read from the log).
+    history_per_job: int = 10_000
+    #: Recent (offset, job) records kept per partition for resuming user streams from memory.
+    recent_records: int = 20_000
+    #: Seconds a job nobody follows any more stays in memory (cheap resumes after a blip).
+    linger_seconds: float = 120.0
+    #: Reads of the log (job histories) running at once.
+    log_reads: int = 4
+
+
+def load_stream_settings() -> StreamSettings:
+    """Read the stream settings; raises ValueError naming the variable that is wrong."""
+    settings = StreamSettings(
+        max_streams=_env_int("STREAM_MAX", 2000),
+        max_streams_per_user=_env_int("STREAM_MAX_PER_USER", 100),
+        keepalive_seconds=_env_float("STREAM_KEEPALIVE_SECONDS", 15.0),
+        max_connection_seconds=_env_float("STREAM_MAX_CONNECTION_SECONDS", 600.0),
+        retry_ms=_env_int("STREAM_RETRY_MS", 2000),
+        queue_size=_env_int("STREAM_QUEUE_SIZE", 2000),
+        history_per_job=_env_int("STREAM_HISTORY_PER_JOB", 10_000),
+        recent_records=_env_int("STREAM_RECENT_RECORDS", 20_000),
+        linger_seconds=_env_float("STREAM_LINGER_SECONDS", 120.0),
+        log_reads=_env_int("STREAM_LOG_READS", 4),
+    )
+    for name, value in (("STREAM_MAX", settings.max_streams),
+                        ("STREAM_MAX_PER_USER", settings.max_streams_per_user),
+                        ("STREAM_QUEUE_SIZE", settings.queue_size),
+                        ("STREAM_HISTORY_PER_JOB", settings.history_per_job),
+                        ("STREAM_RECENT_RECORDS", settings.recent_records),
+                        ("STREAM_LOG_READS", settings.log_reads),
+                        ("STREAM_KEEPALIVE_SECONDS", settings.keepalive_seconds)):
+        if value <= 0:
+            raise ValueError(f"{PREFIX}{name} must be positive, got {value}")
+    if settings.max_connection_seconds < 0 or settings.linger_seconds < 0:
+        raise ValueError(f"{PREFIX}STREAM_MAX_CONNECTION_SECONDS and "
+                         f"{PREFIX}STREAM_LINGER_SECONDS must not be negative")
+    return settings
+
+
 # --- batch platform (services.slurm_bridge) -----------------------------------------------
 
 

@@ -45,8 +45,10 @@ HAPROXY = ROOT / "deploy" / "haproxy.cfg"
 #: What an operator's ``.env`` holds (the variables compose requires).
 DOTENV = {"POSTGRES_PASSWORD": "pw-from-dotenv"}
 #: Entry points that are tools run on demand (``docker compose run``) or by another
-#: process (the health check, the runner's simulator launcher), not services.
-TOOLS = {"services.audit", "services.healthcheck", "services.runner.launcher"}
+#: process (the health check; the runner's simulator launcher and the built-in engine,
+#: which the runner starts as subprocesses in its own container), not services.
+TOOLS = {"services.audit", "services.healthcheck", "services.runner.launcher",
+         "services.engine"}
 #: Compose services whose entry point is still being written on another branch. Once it
 #: lands, the check below fails until the module is taken off this list, and then the
 #: service's environment is checked against the settings it really reads.

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from services.api import auth, jobs, listing, openapi, results, usage
+from services.api import auth, jobs, listing, live, openapi, results, stream, usage
 from services.api.auth import (
     KEYCLOAK,
     LOGIN_LIMITER,
@@ -30,7 +30,9 @@ from services.api.auth import (
 from services.api.common import API_SETTINGS, ARTIFACTS, ENGINE, PRODUCER, SETTINGS
 from services.api.cors import cors_middleware
 from services.api.errors import error_middleware
+from services.api.livefeed import LiveFeed
 from services.api.readwait import WAITER, JobWaiter
+from services.api.stream import FEED, STREAM_SETTINGS
 from services.artifacts.store import ArtifactStore
 from services.contract.errors import PublishFailed
 from services.contract.kafka_io import EventProducer
@@ -39,7 +41,14 @@ from services.ops.health import Health, database_check, kafka_check
 from services.ops.http import HEALTH, metrics_middleware
 from services.projector.readmodel import create_schema, make_engine
 from services.projector.usage_model import usage_metadata
-from services.settings import ApiSettings, Settings, load_api_settings, load_ops_settings
+from services.settings import (
+    ApiSettings,
+    Settings,
+    StreamSettings,
+    load_api_settings,
+    load_ops_settings,
+    load_stream_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +146,38 @@ async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
         await waiter.stop()
 
 
-def create_app(settings: Settings, api: ApiSettings | None = None) -> web.Application:
-    """The REST API for these settings (API settings from the environment if not given)."""
+async def live_feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The shared tail of the jobs topic that live streams subscribe to."""
+    feed = LiveFeed(app[SETTINGS].kafka, app[ENGINE], app[STREAM_SETTINGS])
+    await feed.start()
+    app[FEED] = feed
+    try:
+        yield
+    finally:
+        await feed.stop()
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Open streams would hold a graceful shutdown up for its whole timeout."""
+    if FEED in app:
+        app[FEED].end_all()
+
+
+def create_app(settings: Settings, api: ApiSettings | None = None,
+               streams: StreamSettings | None = None) -> web.Application:
+    """The REST API for these settings (API and stream settings not given: from the env)."""
     api = api or load_api_settings()
     app = web.Application(middlewares=[metrics_middleware, cors_middleware, error_middleware],
                           client_max_size=api.max_body_bytes)
     app[SETTINGS] = settings
     app[API_SETTINGS] = api
+    app[STREAM_SETTINGS] = streams or load_stream_settings()
     app[SECRETS] = load_secrets(settings.state_dir, api)
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
     app[SESSION_CACHE] = SessionCache(api.session_cache_seconds)
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
-                            waiter_ctx, health_ctx])
-    for module in (openapi, auth, jobs, results, listing, usage, ops_http):
+                            waiter_ctx, health_ctx, live_feed_ctx])
+    for module in (openapi, auth, jobs, results, listing, usage, ops_http, stream, live):
         app.add_routes(module.routes)
     return app

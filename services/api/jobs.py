@@ -60,6 +60,7 @@ from services.contract.envelope import Event, format_time, utc_now
 from services.contract.errors import PublishFailed
 from services.contract.jobs import CANCELABLE, JobState
 from services.converter import TARGETS, ConversionError, convert
+from services.engine.input import InputError, parse_inputs
 from services.projector.state import JobView, TaskView
 from services.settings import ApiSettings
 from services.simulators.errors import BadInput
@@ -237,6 +238,12 @@ def parse_submission(body: dict[str, Any], api: ApiSettings, *, batch: bool) -> 
         if "input_files" not in body:
             raise BadRequest("Wrong data provided: input_type 'files' needs input_files")
         files = _check_files(body["input_files"])
+        if sim_type == "builtin":  # refuse at once what the built-in engine cannot run
+            try:
+                parse_inputs(files)
+            except InputError as exc:
+                raise BadRequest(f"Wrong data provided: {exc}", file=exc.file, line=exc.line,
+                                 card=exc.card) from exc
         try:  # read as the job's simulator reads its input (its plug-in knows the format)
             primaries = input_primaries(sim_type, files)
         except BadInput as exc:

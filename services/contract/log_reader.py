@@ -99,3 +99,37 @@ class LogReader:
                         remaining.discard(tp)
         finally:
             await consumer.stop()
+
+
+async def partition_records(kafka: KafkaSettings, topic: str, partition: int, start: int,
+                            stop: int, batch: int = 2000,
+                            consumer: Any = None) -> AsyncIterator[list[Any]]:
+    """Batches of the raw records of one partition with ``start <= offset < stop``, in order.
+
+    Read by assignment (no group, nothing committed). ``stop`` is clamped to the partition's
+    end offset, so a bound that is too high cannot make the read wait for records forever.
+    A started ``consumer`` of :func:`make_consumer` may be lent (its assignment is replaced
+    and it is left running): starting one costs more than a short read.
+
+    Raises:
+        aiokafka.errors.KafkaError: the cluster is unreachable.
+    """
+    if stop <= start:
+        return
+    tp = TopicPartition(topic, partition)
+    own = consumer is None
+    if own:
+        consumer = make_consumer(kafka)
+        await consumer.start()
+    try:
+        consumer.assign([tp])
+        stop = min(stop, int((await consumer.end_offsets([tp]))[tp]))
+        consumer.seek(tp, max(start, 0))
+        while await consumer.position(tp) < stop:
+            fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=batch)
+            records = [r for r in fetched.get(tp, []) if start <= r.offset < stop]
+            if records:
+                yield records
+    finally:
+        if own:
+            await consumer.stop()

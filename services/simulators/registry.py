@@ -14,11 +14,13 @@ validates submissions on a host with no simulator installed.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.settings import RunnerSettings, sim_exe_variable
 from services.simulators.base import Simulator, SimulatorPlugin
+from services.simulators.builtin import Builtin
 from services.simulators.errors import BadInput, SimulatorUnavailable
 from services.simulators.fluka import Fluka
 from services.simulators.geant4 import Geant4
@@ -28,7 +30,11 @@ from services.simulators.topas import Topas
 #: sim_type -> plug-in class; each instance is built with the configured executable.
 PLUGINS: dict[str, SimulatorPlugin] = {
     "shieldhit": ShieldHit, "fluka": Fluka, "topas": Topas, "geant4": Geant4,
+    "builtin": Builtin,
 }
+
+#: Executables used when none is configured: the built-in engine runs on this Python.
+DEFAULT_EXECUTABLES: dict[str, str] = {"builtin": sys.executable}
 
 
 def input_primaries(sim_type: str, input_files: Mapping[str, str]) -> int:
@@ -60,7 +66,7 @@ class SimulatorRegistry:
         Raises:
             SimulatorUnavailable: no plug-in, no executable configured, or not executable.
         """
-        exe = self.executables.get(sim_type)
+        exe = self.executables.get(sim_type) or DEFAULT_EXECUTABLES.get(sim_type)
         if not exe:
             raise SimulatorUnavailable(
                 f"simulator {sim_type!r} is not configured on this runner: set "

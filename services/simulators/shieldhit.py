@@ -137,19 +137,7 @@ class ShieldHit:
         return [self.executable, "-N", str(seed_offset(seed)), str(workdir)]
 
     def parse_progress(self, line: str) -> Progress | None:
-        tokens = line.split()
-        if len(tokens) >= 10 and tokens[:3] == ["Primary", "particle", "no."] \
-                and tokens[4] == "ETR:":
-            try:
-                done = int(tokens[3])
-                eta = int(tokens[5]) * 3600 + int(tokens[7]) * 60 + int(tokens[9])
-            except ValueError:
-                return None
-            return Progress(done, None, eta)
-        match = _REQUESTED.search(line)
-        if match:
-            return Progress(0, int(match.group(1)), None)
-        return None
+        return parse_progress(line)
 
     def collect(self, workdir: Path) -> dict[str, Any]:
         estimators = read_estimators(workdir.glob("*.bdo"), shieldhit_reader, bdo_core_name)
@@ -158,6 +146,23 @@ class ShieldHit:
             raise CollectError("SHIELD-HIT12A wrote no estimator output (no .bdo file: "
                                "does detect.dat have an Output block?)")
         return {"estimators": estimators}
+
+
+def parse_progress(line: str) -> Progress | None:
+    """Progress from one SHIELD-HIT12A output line (the built-in engine prints the same)."""
+    tokens = line.split()
+    if len(tokens) >= 10 and tokens[:3] == ["Primary", "particle", "no."] \
+            and tokens[4] == "ETR:":
+        try:
+            done = int(tokens[3])
+            eta = int(tokens[5]) * 3600 + int(tokens[7]) * 60 + int(tokens[9])
+        except ValueError:
+            return None
+        return Progress(done, None, eta)
+    match = _REQUESTED.search(line)
+    if match:
+        return Progress(0, int(match.group(1)), None)
+    return None
 
 
 def bdo_core_name(path: Path) -> str:

@@ -33,6 +33,7 @@ from services.settings import (
     KafkaSettings,
     ProjectorSettings,
     Settings,
+    StreamSettings,
 )
 from tests.conftest import fresh_topics
 
@@ -139,9 +140,9 @@ def make_settings(kafka: KafkaSettings, db_url: str, state: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(settings: Settings, api: ApiSettings,
-                        with_projector: bool = True) -> AsyncIterator[Stack]:
-    app = create_app(settings, api)
+async def running_stack(settings: Settings, api: ApiSettings, with_projector: bool = True,
+                        streams: StreamSettings | None = None) -> AsyncIterator[Stack]:
+    app = create_app(settings, api, streams)
     server = TestServer(app)
     await server.start_server()
     stack = Stack(settings, api, app, server)

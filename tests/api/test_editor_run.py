@@ -7,7 +7,8 @@ the merged result lists estimators as their files sort, so the order served
 proves the matching by name. The simulator for ``shieldhit`` is the SHIELD-HIT
 stand-in, configured as an operator configures the real binary; it writes one
 ``<stem>_<NNNN>.bdo`` per ``Output`` block of the generated detect.dat, which the
-plug-in reads with pymchelper, as with SHIELD-HIT12A itself.
+plug-in reads with pymchelper, as with SHIELD-HIT12A itself. For ``builtin`` the
+built-in engine itself runs the converted files: real physics.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def shieldhit_stand_in() -> dict[str, str]:
     return {"shieldhit": str(FAKE_SIMULATOR)}
 
 
-#: sim_type -> the runner's executables for it. The built-in engine (branch ``engine``)
-#: joins with one entry: ``"builtin": ...`` once services/simulators/builtin.py exists.
-SIMULATORS: dict[str, Callable[[], dict[str, str]]] = {"shieldhit": shieldhit_stand_in}
+#: sim_type -> the runner's executables for it (the built-in engine needs none: the runner
+#: starts it with its own interpreter).
+SIMULATORS: dict[str, Callable[[], dict[str, str]]] = {"shieldhit": shieldhit_stand_in,
+                                                       "builtin": dict}
 
 
 @pytest.mark.parametrize("sim_type", sorted(SIMULATORS))

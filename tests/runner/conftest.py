@@ -55,9 +55,8 @@ def beam(nstat: int, extra: str = "", detect: str = DETECT) -> dict[str, str]:
             "detect.dat": detect}
 
 
-@pytest.fixture
-def fake_exe(tmp_path: Path) -> str:
-    """The stand-in, as an executable that starts this interpreter directly.
+def fake_simulator_exe(directory: Path) -> str:
+    """The stand-in, as an executable in ``directory`` that starts this interpreter directly.
 
     Its own ``#!/usr/bin/env python3`` may go through a version manager's shim (pyenv's
     costs ~0.5 s per start), which would make every task of every test that much slower.
@@ -66,12 +65,17 @@ def fake_exe(tmp_path: Path) -> str:
     mode = FAKE_SIMULATOR.stat().st_mode
     if not mode & stat.S_IXUSR:
         FAKE_SIMULATOR.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    launcher = tmp_path / "bin" / "fake_simulator"
-    launcher.parent.mkdir()
+    launcher = directory / "bin" / "fake_simulator"
+    launcher.parent.mkdir(parents=True, exist_ok=True)
     launcher.write_text(f"#!{sys.executable}\nimport runpy\n"
                         f"runpy.run_path({str(FAKE_SIMULATOR)!r}, run_name='__main__')\n")
     launcher.chmod(0o755)
     return str(launcher)
+
+
+@pytest.fixture
+def fake_exe(tmp_path: Path) -> str:
+    return fake_simulator_exe(tmp_path)
 
 
 @pytest.fixture
