@@ -74,7 +74,9 @@ class ClusterSite:
             name=name, host=self.handle.host, port=self.handle.ssh_port, user=self.handle.user,
             private_key=self.handle.private_key, known_hosts=self.handle.known_hosts,
             work_root=f"{self.root}/jobs", setup=SETUP_FAST,
-            executables={"shieldhit": self.simulator},
+            # The engine runs where the project is: on this one-node "cluster" the same
+            # path as here, under this interpreter (it has NumPy; slurmuser may run it).
+            executables={"shieldhit": self.simulator, "builtin": sys.executable},
             array_options={"time": "00:10:00"}, collect_options={"time": "00:05:00"},
             poll_interval=0.5)
         return replace(base, **changes)
