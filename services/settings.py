@@ -294,9 +294,10 @@ def _parse_cluster(item: object) -> ClusterConfig:
     if unknown:
         raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: unknown keys {sorted(unknown)}")
     for key in (*_CLUSTER_TEXT, "private_key", "known_hosts"):
-        if not isinstance(item.get(key), str) or not item[key]:
-            raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r} needs {key!r} (a string)")
-    if not item["work_root"].startswith("/"):
+        if key in item and (not isinstance(item[key], str) or not item[key]):
+            raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: {key!r} must be a "
+                             "non-empty string")
+    if item.get("work_root") and not item["work_root"].startswith("/"):
         raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: 'work_root' must be an "
                          "absolute path on the cluster")
     setup = item.get("setup") or []
@@ -307,11 +308,13 @@ def _parse_cluster(item: object) -> ClusterConfig:
     port = item.get("port", 22)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: 'port' must be a TCP port")
+    key_file, known_file = item.get("private_key"), item.get("known_hosts")
+    work_root = str(item.get("work_root") or "")
     return ClusterConfig(
-        name=name, host=item["host"], port=port, user=item["user"],
-        private_key=Path(item["private_key"]).expanduser(),
-        known_hosts=Path(item["known_hosts"]).expanduser(),
-        work_root=item["work_root"].rstrip("/") or "/", setup=tuple(setup),
+        name=name, host=item.get("host", ""), port=port, user=item.get("user", ""),
+        private_key=Path(key_file).expanduser() if key_file else None,
+        known_hosts=Path(known_file).expanduser() if known_file else None,
+        work_root=work_root.rstrip("/") or work_root, setup=tuple(setup),
         executables=_cluster_mapping(name, "executables", item.get("executables")),
         array_options=_cluster_mapping(name, "array_options", item.get("array_options")),
         collect_options=_cluster_mapping(name, "collect_options",
@@ -324,7 +327,11 @@ def _parse_cluster(item: object) -> ClusterConfig:
 
 
 def _parse_clusters(raw: str) -> tuple[ClusterConfig, ...]:
-    """``SIMJOBS_CLUSTERS``: a JSON list of clusters (keys of :class:`ClusterConfig`)."""
+    """``SIMJOBS_CLUSTERS``: a JSON list of clusters (keys of :class:`ClusterConfig`).
+
+    Only ``name`` is required here (the API lists names); the SLURM bridge requires the
+    connection keys (:func:`load_slurm_bridge_settings`).
+    """
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -613,8 +620,15 @@ class SlurmBridgeSettings:
 
 def load_slurm_bridge_settings() -> SlurmBridgeSettings:
     """Read the SLURM bridge's settings; raises ValueError naming the variable that is wrong."""
+    clusters = _parse_clusters(_env("CLUSTERS", "[]"))
+    for cluster in clusters:
+        missing = [key for key in ("host", "user", "private_key", "known_hosts", "work_root")
+                   if not getattr(cluster, key)]
+        if missing:
+            raise ValueError(f"{PREFIX}CLUSTERS: cluster {cluster.name!r} needs "
+                             f"{', '.join(repr(k) for k in missing)} for the SLURM bridge")
     settings = SlurmBridgeSettings(
-        clusters=_parse_clusters(_env("CLUSTERS", "[]")),
+        clusters=clusters,
         workdir_root=Path(_env("SLURM_WORKDIR", str(default_state_dir() / "slurm-bridge"))),
         group_id=_env("SLURM_BRIDGE_GROUP", "slurm-bridge"),
         submit_deadline=_env_float("SLURM_SUBMIT_DEADLINE", 20.0),
