@@ -79,9 +79,31 @@ async def opened(session: aiohttp.ClientSession, path: str,
         yield SseReader(resp)
 
 
+#: A depth-dose profile (1-D, 40 bins) and a Y-Z dose map (2-D, 16 x 40): the stand-in
+#: writes one .bdo per Output block, as SHIELD-HIT12A does.
+DETECT = """Geometry Cyl
+    Name CylZ
+    R 0 5 1
+    Z 0 20 40
+Geometry Mesh
+    Name MeshYZ
+    X -5 5 1
+    Y -5 5 16
+    Z 0 20 40
+Output
+    Filename z_profile.bdo
+    Geo CylZ
+    Quantity Dose
+Output
+    Filename zy_map.bdo
+    Geo MeshYZ
+    Quantity Dose
+"""
+
+
 def beam_files(nstat: int) -> dict[str, str]:
     return {"beam.dat": f"JPART0 2\nTMAX0 150.0 0.0\nNSTAT {nstat} 0\n", "geo.dat": "g\n",
-            "mat.dat": "m\n", "detect.dat": "d\n"}
+            "mat.dat": "m\n", "detect.dat": DETECT}
 
 
 async def submit_files(session: aiohttp.ClientSession, ntasks: int, nstat: int) -> str:

@@ -144,8 +144,7 @@ def test_fake_simulator_is_deterministic_by_seed(tmp_path: Path) -> None:
         assert "Primary particle no.        500 ETR:" in done.stdout
         outputs.append(ShieldHit("x").collect(tmp_path / name))
     assert outputs[0] == outputs[1] != outputs[2]
-    assert [e["name"] for e in outputs[0]["estimators"]] == ["z_profile", "zy_map"]
-    assert json.dumps(outputs[0]).count('"page_number"') == 2  # one page each
+    assert json.dumps(outputs[0]).count('"page_number"') == 1
 
 
 def test_fake_simulator_fails_on_fail_card(tmp_path: Path) -> None:
