@@ -47,3 +47,4 @@ async def test_ensure_topics_is_idempotent(kafka_settings: KafkaSettings) -> Non
     assert await ensure_topics(kafka_settings) == []
     other = kafka_settings.with_prefix(kafka_settings.topic_prefix + "b")
     assert sorted(await ensure_topics(other)) == sorted([other.jobs_topic, other.tasks_topic])
+

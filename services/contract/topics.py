@@ -13,11 +13,12 @@ cuts the log by it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, for_code
 
 from services.settings import TOPIC_MAX_MESSAGE_BYTES, KafkaSettings
 
@@ -68,15 +69,43 @@ async def ensure_topics(settings: KafkaSettings) -> list[str]:
         wanted = [s for s in topic_specs(settings) if s.name not in existing]
         created: list[str] = []
         for spec in wanted:
-            try:
-                await admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs)]
-                )
+            response = await admin.create_topics(
+                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs)])
+            # The broker answers per topic rather than raising: "already exists" means a
+            # topic made a moment ago (by another service, or not yet in the listing).
+            for _name, code, message in response.topic_errors:
+                if code == TopicAlreadyExistsError.errno:
+                    continue
+                if code:
+                    error: type[KafkaError] = for_code(code)
+                    raise error(f"cannot create topic {spec.name}: {message}")
                 created.append(spec.name)
-            except TopicAlreadyExistsError:
-                pass  # another service created it between list and create
         if created:
+            await _visible(admin, {s.name: s.partitions for s in wanted if s.name in created})
             log.info("created topics %s", created)
         return created
     finally:
         await admin.close()
+
+
+async def _visible(admin: AIOKafkaAdminClient, partitions: dict[str, int],
+                   patience: float = 30.0) -> None:
+    """Wait until the broker's metadata shows every new topic with all its partitions.
+
+    The controller acknowledges a creation before the metadata reaches the broker that
+    answers clients; a service (or test) that uses a topic at once would otherwise see
+    it with no partitions.
+
+    Raises:
+        aiokafka.errors.KafkaTimeoutError: not visible within ``patience`` seconds.
+    """
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        described = await admin.describe_topics(list(partitions))
+        seen = {d["topic"]: len(d["partitions"]) for d in described if not d["error_code"]}
+        if all(seen.get(name) == count for name, count in partitions.items()):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaTimeoutError(f"topics {sorted(partitions)} not visible after "
+                                    f"{patience:g} s: {seen}")
+        await asyncio.sleep(0.05)
