@@ -24,8 +24,9 @@ test: lint
 	.venv/bin/pytest
 
 unit: bootstrap
-	.venv/bin/pytest -m "not kafka and not postgres" -k "not postgres"
+	.venv/bin/pytest -m "not kafka and not postgres and not slurm" -k "not postgres"
 
 bench: bootstrap
 	$(PY) -m bench.projector_bench
 	$(PY) -m bench.api_bench
+	$(PY) -m bench.slurm_bench

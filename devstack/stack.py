@@ -4,7 +4,8 @@
 topics, then every service that exists, each as detached processes (one log under
 ``<state>/logs`` and one pid file under ``<state>/run`` per process), and returns once
 every process is ready, printing where it listens. ``make down`` stops what ``up``
-started, services first, then the broker.
+started, services first, then the broker, and the test sessions' broker, PostgreSQL and
+SLURM cluster. The SLURM bridge runs only when ``SIMJOBS_CLUSTERS`` names clusters.
 
 Scale-out on one machine: ``up --api-workers N`` runs N API processes on one port
 (each binds it with ``SO_REUSEPORT``, and Linux spreads incoming connections over them;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -37,7 +39,15 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from devstack import kafka_broker, postgres, process_alive, process_cmdline, read_pid, tail
+from devstack import (
+    kafka_broker,
+    postgres,
+    process_alive,
+    process_cmdline,
+    read_pid,
+    slurm,
+    tail,
+)
 from services import procnet
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
@@ -228,6 +238,29 @@ def _runner_env(stack: Stack, instance: Instance) -> dict[str, str]:
     return env
 
 
+def _clusters(env: Mapping[str, str]) -> list[str]:
+    """The cluster names of ``SIMJOBS_CLUSTERS`` (the bridge itself says what is wrong)."""
+    try:
+        found = json.loads(env.get("SIMJOBS_CLUSTERS", "[]"))
+    except json.JSONDecodeError:
+        return ["?"]
+    if not isinstance(found, list):
+        return ["?"]
+    return [str(c.get("name")) if isinstance(c, dict) else "?" for c in found]
+
+
+def _bridge_ready(stack: Stack, instance: Instance, pid: int) -> bool:
+    """The SLURM bridge logs its start line once its topics exist and it is about to consume."""
+    try:
+        return "slurm-bridge on " in stack.log_file(instance.name).read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _bridge_where(stack: Stack) -> str:
+    return f"batch platform, clusters {', '.join(_clusters(stack.config.env))}"
+
+
 def _api_where(stack: Stack) -> str:
     workers = stack.config.api_workers
     return _api_url(stack) + (f" ({workers} workers, one port)" if workers > 1 else "")
@@ -241,6 +274,8 @@ SERVICES = [
     Service("runner", "services.runner", lambda config: config.runners, _runner_ready,
             lambda stack: "direct platform (simulators from SIMJOBS_SIM_<TYPE>_EXE)",
             env=_runner_env, scalable=True),
+    Service("slurm-bridge", "services.slurm_bridge",
+            lambda config: 1 if _clusters(config.env) else 0, _bridge_ready, _bridge_where),
     Service("api", "services.api", lambda config: config.api_workers, _api_ready,
             _api_where, args=lambda stack, instance: ["--reuse-port"], scalable=True),
 ]
@@ -523,6 +558,8 @@ def down(config: StackConfig) -> int:
     test_pg = Path.home() / ".cache" / "simjobs" / "postgres-test"
     if postgres.stop(Path(os.environ.get("SIMJOBS_TEST_PG_HOME", test_pg))):
         print("postgresql (tests): stopped")
+    if slurm.stop():
+        print("slurm and sshd (tests): stopped")
     return 0
 
 
@@ -532,6 +569,10 @@ def status(config: StackConfig) -> int:
     print(f"kafka: {'running at ' + broker.bootstrap if broker else 'stopped'}")
     for name, pid in Stack(config).status():
         print(f"{name}: {f'running (pid {pid})' if pid is not None else 'stopped'}")
+    cluster = slurm.status()
+    where = (f"running, ssh {cluster.user}@{cluster.host}:{cluster.ssh_port}" if cluster
+             else "stopped")
+    print(f"slurm and sshd (tests): {where}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -179,10 +180,35 @@ def load_settings() -> Settings:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """One SLURM cluster users may submit batch jobs to (from ``SIMJOBS_CLUSTERS``)."""
+    """One SLURM cluster users may submit batch jobs to (from ``SIMJOBS_CLUSTERS``).
+
+    The API needs only the name; the SLURM bridge needs the rest, which
+    :func:`_parse_clusters` requires (the defaults exist so that a listing-only
+    cluster can be built in code). The host key is always verified against
+    ``known_hosts``; the bridge logs in with ``private_key`` only.
+    """
 
     name: str
-    options: dict[str, object] = field(default_factory=dict)
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    private_key: Path | None = None
+    known_hosts: Path | None = None
+    #: Absolute directory on the cluster under which each job gets its own directory.
+    work_root: str = ""
+    #: Lines run by every job script before the simulator (``module load ...``, exports).
+    setup: tuple[str, ...] = ()
+    #: sim_type -> the simulator's executable on the cluster.
+    executables: Mapping[str, str] = field(default_factory=dict)
+    #: SLURM options (name -> value) the array and collect jobs get unless a request
+    #: overrides them; trusted (they come from the operator), checked for shape only.
+    array_options: Mapping[str, str] = field(default_factory=dict)
+    collect_options: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds between two status queries of this cluster (one query for all its jobs).
+    poll_interval: float = 5.0
+    #: Remote operations at once on the one SSH connection (sshd's MaxSessions is 10, the
+    #: SFTP session takes one, and sessions closing on the server still count).
+    max_sessions: int = 6
 
 
 @dataclass(frozen=True)
@@ -207,6 +233,9 @@ class ApiSettings:
     max_body_bytes: int = 32 * 1024 * 1024
     #: How long a read waits for the projector to show a job this API just accepted.
     read_wait_seconds: float = 5.0
+    #: How long ``POST /jobs/batch`` waits for the SLURM bridge to submit the job (it
+    #: answers 500 with the reason if submission failed by then; 202 otherwise); 0: no wait.
+    batch_submit_wait_seconds: float = 30.0
     access_ttl_seconds: int = 600
     refresh_ttl_seconds: int = 7200
     keycloak_ttl_seconds: int = 1800
@@ -231,22 +260,89 @@ def _env_optional(name: str) -> str | None:
     return _env(name, "") or None
 
 
-def _parse_clusters(raw: str) -> tuple[ClusterConfig, ...]:
-    import json
+_CLUSTER_TEXT = ("host", "user", "work_root")
+_CLUSTER_KEYS = frozenset({
+    "name", "host", "port", "user", "private_key", "known_hosts", "work_root", "setup",
+    "executables", "array_options", "collect_options", "poll_interval", "max_sessions"})
 
+
+def _cluster_mapping(name: str, key: str, value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+            for k, v in value.items()):
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: {key!r} must be an object "
+                         "of strings")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _cluster_number(name: str, key: str, value: object, default: float, low: float) -> float:
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: {key!r} must be a number "
+                         f">= {low:g}")
+    return float(value)
+
+
+def _parse_cluster(item: object) -> ClusterConfig:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+        raise ValueError(f"{PREFIX}CLUSTERS: every entry needs a non-empty 'name'")
+    name = item["name"]
+    unknown = set(item) - _CLUSTER_KEYS
+    if unknown:
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: unknown keys {sorted(unknown)}")
+    for key in (*_CLUSTER_TEXT, "private_key", "known_hosts"):
+        if key in item and (not isinstance(item[key], str) or not item[key]):
+            raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: {key!r} must be a "
+                             "non-empty string")
+    if item.get("work_root") and not item["work_root"].startswith("/"):
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: 'work_root' must be an "
+                         "absolute path on the cluster")
+    setup = item.get("setup") or []
+    if not isinstance(setup, list) or not all(isinstance(line, str) and "\n" not in line
+                                              for line in setup):
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: 'setup' must be a list of "
+                         "one-line strings")
+    port = item.get("port", 22)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster {name!r}: 'port' must be a TCP port")
+    key_file, known_file = item.get("private_key"), item.get("known_hosts")
+    work_root = str(item.get("work_root") or "")
+    return ClusterConfig(
+        name=name, host=item.get("host", ""), port=port, user=item.get("user", ""),
+        private_key=Path(key_file).expanduser() if key_file else None,
+        known_hosts=Path(known_file).expanduser() if known_file else None,
+        work_root=work_root.rstrip("/") or work_root, setup=tuple(setup),
+        executables=_cluster_mapping(name, "executables", item.get("executables")),
+        array_options=_cluster_mapping(name, "array_options", item.get("array_options")),
+        collect_options=_cluster_mapping(name, "collect_options",
+                                         item.get("collect_options")),
+        poll_interval=_cluster_number(name, "poll_interval", item.get("poll_interval"),
+                                      5.0, 0.05),
+        max_sessions=int(_cluster_number(name, "max_sessions", item.get("max_sessions"),
+                                         6, 1)),
+    )
+
+
+def _parse_clusters(raw: str) -> tuple[ClusterConfig, ...]:
+    """``SIMJOBS_CLUSTERS``: a JSON list of clusters (keys of :class:`ClusterConfig`).
+
+    Only ``name`` is required here (the API lists names); the SLURM bridge requires the
+    connection keys (:func:`load_slurm_bridge_settings`).
+    """
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{PREFIX}CLUSTERS must be a JSON list: {exc}") from exc
     if not isinstance(data, list):
         raise ValueError(f"{PREFIX}CLUSTERS must be a JSON list of objects with a 'name'")
-    clusters = []
-    for item in data:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-            raise ValueError(f"{PREFIX}CLUSTERS: every entry needs a non-empty 'name'")
-        clusters.append(ClusterConfig(name=item["name"],
-                                      options={k: v for k, v in item.items() if k != "name"}))
-    return tuple(clusters)
+    clusters = tuple(_parse_cluster(item) for item in data)
+    names = [c.name for c in clusters]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{PREFIX}CLUSTERS: cluster names must be unique, got {names}")
+    return clusters
 
 
 def load_api_settings() -> ApiSettings:
@@ -268,6 +364,7 @@ def load_api_settings() -> ApiSettings:
         cookie_secure=_env_bool("API_COOKIE_SECURE", False),
         max_body_bytes=_env_int("API_MAX_BODY_BYTES", 32 * 1024 * 1024),
         read_wait_seconds=float(_env_int("API_READ_WAIT_MS", 5000)) / 1000,
+        batch_submit_wait_seconds=float(_env_int("API_BATCH_SUBMIT_WAIT_MS", 30000)) / 1000,
         access_ttl_seconds=_env_int("API_ACCESS_TTL", 600),
         refresh_ttl_seconds=_env_int("API_REFRESH_TTL", 7200),
         keycloak_ttl_seconds=_env_int("API_KEYCLOAK_TTL", 1800),
@@ -395,7 +492,7 @@ class OpsSettings:
 
 #: The ops ports ``make up`` gives the services that are not HTTP servers (the API serves
 #: its own routes on its own port).
-OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103}
+OPS_DEFAULT_PORTS = {"projector": 9101, "runner": 9102, "usage": 9103, "slurm_bridge": 9104}
 
 
 def load_ops_settings(service: str | None) -> OpsSettings:
@@ -495,4 +592,52 @@ def load_stream_settings() -> StreamSettings:
     if settings.max_connection_seconds < 0 or settings.linger_seconds < 0:
         raise ValueError(f"{PREFIX}STREAM_MAX_CONNECTION_SECONDS and "
                          f"{PREFIX}STREAM_LINGER_SECONDS must not be negative")
+    return settings
+
+
+# --- batch platform (services.slurm_bridge) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlurmBridgeSettings:
+    """How the SLURM bridge submits and tracks batch jobs (clusters: ``SIMJOBS_CLUSTERS``)."""
+
+    clusters: tuple[ClusterConfig, ...]
+    #: Where task outputs are downloaded before they are collected and stored.
+    workdir_root: Path
+    group_id: str = "slurm-bridge"
+    #: Seconds within which a submission retries SSH connection failures before it is
+    #: given up (BatchSubmitFailed); keep it below the API's batch submit wait.
+    submit_deadline: float = 20.0
+    #: Seconds one remote command may take before it is abandoned (and retried).
+    command_timeout: float = 60.0
+    #: Seconds to open an SSH connection (TCP, key exchange, login).
+    connect_timeout: float = 15.0
+    #: Backoff between reconnection attempts: from ``reconnect_min`` doubling to the max.
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+
+def load_slurm_bridge_settings() -> SlurmBridgeSettings:
+    """Read the SLURM bridge's settings; raises ValueError naming the variable that is wrong."""
+    clusters = _parse_clusters(_env("CLUSTERS", "[]"))
+    for cluster in clusters:
+        missing = [key for key in ("host", "user", "private_key", "known_hosts", "work_root")
+                   if not getattr(cluster, key)]
+        if missing:
+            raise ValueError(f"{PREFIX}CLUSTERS: cluster {cluster.name!r} needs "
+                             f"{', '.join(repr(k) for k in missing)} for the SLURM bridge")
+    settings = SlurmBridgeSettings(
+        clusters=clusters,
+        workdir_root=Path(_env("SLURM_WORKDIR", str(default_state_dir() / "slurm-bridge"))),
+        group_id=_env("SLURM_BRIDGE_GROUP", "slurm-bridge"),
+        submit_deadline=_env_float("SLURM_SUBMIT_DEADLINE", 20.0),
+        command_timeout=_env_float("SLURM_COMMAND_TIMEOUT", 60.0),
+        connect_timeout=_env_float("SLURM_CONNECT_TIMEOUT", 15.0),
+        reconnect_min=_env_float("SLURM_RECONNECT_MIN", 0.5),
+        reconnect_max=_env_float("SLURM_RECONNECT_MAX", 30.0),
+    )
+    if min(settings.submit_deadline, settings.command_timeout, settings.connect_timeout,
+           settings.reconnect_min) <= 0 or settings.reconnect_max < settings.reconnect_min:
+        raise ValueError(f"{PREFIX}SLURM_* times must be positive (and RECONNECT_MAX >= MIN)")
     return settings

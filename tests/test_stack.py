@@ -352,7 +352,8 @@ async def test_up_again_scales_down_and_stop_ends_every_process(
         assert (served.status, served.pid) == (200, before["api-1"])
         assert dict(stack.status()) == {"projector": stack.pids("projector")["projector"],
                                          "usage": stack.pids("usage")["usage"],
-                                         "runner": None, "api-1": before["api-1"]}
+                                         "runner": None, "slurm-bridge": None,
+                                         "api-1": before["api-1"]}
         everything = [*stack.pids("projector").values(), *stack.pids("usage").values(),
                       before["api-1"]]
     assert not any(process_alive(pid) for pid in everything)

@@ -86,6 +86,12 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
+class SubmissionFailed(ApiError):
+    """500: the job was accepted but the platform could not submit it (SSH, sbatch)."""
+
+    status = 500
+
+
 class JobNotFound(NotFound):
     """Unknown job, or a job of another user (the two are indistinguishable on purpose)."""
 

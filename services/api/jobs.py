@@ -54,7 +54,7 @@ from services.api.common import (
     read_object,
     required_job_id,
 )
-from services.api.errors import BadRequest, ServiceUnavailable, reply
+from services.api.errors import BadRequest, ServiceUnavailable, SubmissionFailed, reply
 from services.api.readwait import WAITER, find_job, owned_job
 from services.contract.envelope import Event, format_time, utc_now
 from services.contract.errors import PublishFailed
@@ -65,6 +65,8 @@ from services.projector.state import JobView, TaskView
 from services.settings import ApiSettings
 from services.simulators.errors import BadInput
 from services.simulators.registry import input_primaries
+from services.slurm_bridge.errors import OptionRefused
+from services.slurm_bridge.options import check_header, check_options, sbatch_lines
 
 routes = web.RouteTableDef()
 
@@ -149,44 +151,28 @@ def editor_files(sub: Submission) -> dict[str, str]:
         raise BadRequest(f"Wrong data provided: {exc}", path=exc.path) from None
 
 
-_OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
-_OPTION_VALUE = re.compile(r"^[A-Za-z0-9_.,/:@%+-]{0,200}$")
-_HEADER_LINE = re.compile(r"^#SBATCH --[A-Za-z][A-Za-z0-9-]{0,63}(=[A-Za-z0-9_.,/:@%+-]{1,200})?$")
-_BATCH_KEYS = {"cluster_name", "array_header", "array_options", "collect_header",
-               "collect_options"}
+_BATCH_KEYS = {"cluster_name", "slurm_options", "array_header", "array_options",
+               "collect_header", "collect_options"}
 
 
 def _slurm_options(name: str, value: object) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest(f"Wrong data provided: batch_options.{name} must be an object")
-    options: dict[str, str] = {}
-    for key, item in value.items():
-        text = str(item) if _is_int(item) else item
-        if not _OPTION_KEY.match(key) or not isinstance(text, str) \
-                or not _OPTION_VALUE.match(text):
-            raise BadRequest(f"Wrong data provided: batch_options.{name} has a bad entry "
-                             f"{key[:64]!r} (letters, digits and -_.,/:@%+ only, no spaces)")
-        options[key] = text
-    return options
+    """Options checked by the SLURM bridge's allow-list (the bridge checks them again)."""
+    try:
+        return check_options(f"batch_options.{name}", value)
+    except OptionRefused as exc:
+        raise BadRequest(f"Wrong data provided: {exc}") from None
 
 
 def _slurm_header(name: str, value: object) -> str:
-    if value is None or value == "":
-        return ""
-    if not isinstance(value, str):
-        raise BadRequest(f"Wrong data provided: batch_options.{name} must be a string")
-    lines = [line.strip() for line in value.splitlines() if line.strip()]
-    for line in lines:
-        if not _HEADER_LINE.match(line):
-            raise BadRequest(f"Wrong data provided: batch_options.{name} lines must look like "
-                             f"'#SBATCH --option=value', got {line[:80]!r}")
-    return "\n".join(lines)
+    try:
+        options = check_header(f"batch_options.{name}", value)
+    except OptionRefused as exc:
+        raise BadRequest(f"Wrong data provided: {exc}") from None
+    return "\n".join(sbatch_lines(options))
 
 
 def batch_options(raw: object, api: ApiSettings) -> dict[str, Any]:
-    """Validated batch options with the cluster resolved (strict whitelist, no spaces)."""
+    """Validated batch options with the cluster resolved (the bridge's allow-list)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -208,6 +194,7 @@ def batch_options(raw: object, api: ApiSettings) -> dict[str, Any]:
         cluster = matches[0]
     return {
         "cluster_name": cluster.name,
+        "slurm_options": _slurm_options("slurm_options", raw.get("slurm_options")),
         "array_header": _slurm_header("array_header", raw.get("array_header")),
         "array_options": _slurm_options("array_options", raw.get("array_options")),
         "collect_header": _slurm_header("collect_header", raw.get("collect_header")),
@@ -307,8 +294,33 @@ async def _submit(request: web.Request, user: User, platform: str) -> web.Respon
     event = Event(type="JobSubmitted", job_id=job_id, payload=payload, producer=PRODUCER_NAME)
     await publish(request, [event])
     request.app[WAITER].published(job_id)
-    message = "Task started" if platform == "direct" else "Job waiting for submission"
-    return reply(message, 202, job_id=job_id)
+    if platform == "batch":
+        return await _batch_submitted(request, job_id)
+    return reply("Task started", 202, job_id=job_id)
+
+
+async def _batch_submitted(request: web.Request, job_id: str) -> web.Response:
+    """202 once the SLURM bridge has submitted the job, 500 with its reason if it could not.
+
+    The wait is bounded (``SIMJOBS_API_BATCH_SUBMIT_WAIT_MS``): without an answer by
+    then (the bridge is down or slow) the job stays accepted and waits for submission,
+    as in the original. A job that failed to submit stays in the log and in the user's
+    list as FAILED with the reason (the same whether it failed within the wait or after
+    it); the 500 names it so it can be looked at or deleted.
+
+    Raises:
+        SubmissionFailed: the bridge reported BatchSubmitFailed (SSH refused, sbatch error).
+    """
+    bound = request.app[API_SETTINGS].batch_submit_wait_seconds
+    if bound > 0 and await request.app[WAITER].wait(job_id, submitted=True,
+                                                    bound_seconds=bound):
+        job = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+        if job is not None and job.state is JobState.FAILED:
+            raise SubmissionFailed(f"Job submission failed: {job.failure_reason}",
+                                   job_id=job_id)
+        if job is not None and job.array_job_id is not None:
+            return reply("Batch job submitted", 202, job_id=job_id)
+    return reply("Job waiting for submission", 202, job_id=job_id)
 
 
 @routes.post("/jobs/direct")

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.common import ENGINE
 from services.api.errors import JobNotFound
 from services.contract.envelope import utc_now
+from services.contract.jobs import JobState
 from services.projector.readmodel import jobs, load_views
 from services.projector.state import JobView
 
@@ -43,7 +44,16 @@ RECENT_SECONDS = 60.0
 class _Wait:
     states: Collection[str] | None
     deleted: bool = False
+    #: Wait for the SLURM bridge's answer: the job submitted (ids known) or ended.
+    submitted: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def met(self, state: str, deleted: bool, array_job_id: str | None) -> bool:
+        if self.deleted:
+            return deleted
+        if self.submitted:
+            return array_job_id is not None or JobState(state).terminal
+        return self.states is None or state in self.states
 
 
 def submitted_at(job_id: str) -> datetime | None:
@@ -84,16 +94,20 @@ class JobWaiter:
         return when is not None and abs(utc_now() - when) < timedelta(seconds=RECENT_SECONDS)
 
     async def wait(self, job_id: str, states: Collection[str] | None = None,
-                   *, deleted: bool = False) -> bool:
-        """Wait until the job exists (in one of ``states``, or deleted, if asked).
+                   *, deleted: bool = False, submitted: bool = False,
+                   bound_seconds: float | None = None) -> bool:
+        """Wait until the job exists, and is as asked (in ``states``, deleted, submitted).
 
-        Returns False once the bound is reached.
+        ``submitted``: the SLURM bridge has answered (the job has its SLURM ids, or it
+        ended, e.g. because the submission failed). Returns False once the bound
+        (``bound_seconds``, else the waiter's) is reached.
         """
-        entry = _Wait(states, deleted)
+        entry = _Wait(states, deleted, submitted)
         self._waits.setdefault(job_id, []).append(entry)
         self._wakeup.set()
         try:
-            async with asyncio.timeout(self.bound_seconds):
+            async with asyncio.timeout(bound_seconds if bound_seconds is not None
+                                       else self.bound_seconds):
                 await entry.done.wait()
             return True
         except TimeoutError:
@@ -109,14 +123,11 @@ class JobWaiter:
         ids = list(self._waits)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
-                select(jobs.c.job_id, jobs.c.state, jobs.c.deleted)
+                select(jobs.c.job_id, jobs.c.state, jobs.c.deleted, jobs.c.array_job_id)
                 .where(jobs.c.job_id.in_(ids)))).all()
         for row in rows:
             for entry in self._waits.get(row.job_id, []):
-                if entry.deleted:
-                    if row.deleted:
-                        entry.done.set()
-                elif entry.states is None or row.state in entry.states:
+                if entry.met(row.state, row.deleted, row.array_job_id):
                     entry.done.set()
 
     async def run(self) -> None:

@@ -66,6 +66,26 @@ USAGE_APPLIED = Counter(
 USAGE_DUPLICATES = Counter(
     "simjobs_usage_events_duplicate", "Redelivered or repeated events recognised and not counted")
 
+# --- SLURM bridge --------------------------------------------------------------------------
+
+SLURM_ACTIVE_JOBS = Gauge(
+    "simjobs_slurm_active_jobs", "Batch jobs the bridge tracks on a cluster now", ["cluster"])
+SLURM_SUBMISSIONS = Counter(
+    "simjobs_slurm_submissions", "Batch submissions, by outcome (submitted, failed)",
+    ["cluster", "outcome"])
+SLURM_POLLS = Counter(
+    "simjobs_slurm_polls", "Status queries of a cluster, by outcome (ok, failed)",
+    ["cluster", "outcome"])
+SLURM_POLL_DURATION = Histogram(
+    "simjobs_slurm_poll_duration_seconds", "Time of one status query (one SSH round trip)",
+    ["cluster"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+SLURM_ROUND_TRIPS = Counter(
+    "simjobs_slurm_round_trips", "SSH round trips to a cluster, by kind (exec, sftp)",
+    ["cluster", "kind"])
+SLURM_CONNECTS = Counter(
+    "simjobs_slurm_connects", "SSH connections opened to a cluster (more than one: it reconnected)",
+    ["cluster"])
+
 
 def exposition() -> bytes:
     """The text exposition of every metric of this process."""

@@ -28,10 +28,9 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from services.runner.errors import ProcessTimeout
+from services.platform.outcome import CompletedProcess, ProcessTimeout
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +55,6 @@ def die_with_parent() -> None:
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-@dataclass(frozen=True)
-class CompletedProcess:
-    """How one simulator process ended (the shape every platform reports)."""
-
-    job_id: str
-    task_index: int
-    argv: tuple[str, ...]
-    returncode: int
-    output: bytes
-    wall_seconds: float
-    #: User + system CPU seconds of the simulator and the children it reaped (None: the
-    #: launcher could not report, e.g. it was SIGKILLed with the group).
-    cpu_seconds: float | None = None
-
-    @property
-    def signal(self) -> int | None:
-        """The signal that ended the process, if one did."""
-        return -self.returncode if self.returncode < 0 else None
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit status, if the process exited (rather than being killed)."""
-        return self.returncode if self.returncode >= 0 else None
 
 
 LineHandler = Callable[[str], Awaitable[None]]

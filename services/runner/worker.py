@@ -39,7 +39,7 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from services.artifacts.store import ArtifactError, ArtifactStore
+from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event, derived_event_id
 from services.contract.kafka_io import EventDecoder, EventProducer, make_consumer
 from services.contract.log_reader import topic_partitions
@@ -50,13 +50,14 @@ from services.ops.metrics import (
     RUNNER_TASKS_ENDED,
     RUNNER_TASKS_RUNNING,
 )
-from services.runner.errors import ProcessTimeout
+from services.platform.inputs import task_input_files
+from services.platform.outcome import CompletedProcess, ProcessTimeout, failure_reason
 from services.runner.logtail import LogFollower
-from services.runner.process import CompletedProcess, LineHandler, SimProcess
+from services.runner.process import LineHandler, SimProcess
 from services.runner.work import BadWorkItem, WorkItem
 from services.settings import KafkaSettings, RunnerSettings
 from services.simulators.base import FollowsLogFile, Simulator, write_task_files
-from services.simulators.errors import BadInput, CollectError, SimulatorError
+from services.simulators.errors import CollectError, SimulatorError
 from services.simulators.registry import SimulatorRegistry
 
 log = logging.getLogger(__name__)
@@ -542,20 +543,6 @@ class Worker:
                                          "signal": done.signal}
         await self._ended(item, "TaskCanceled", payload)
 
-    async def _input_files(self, item: WorkItem) -> dict[str, str]:
-        try:
-            data = await self.artifacts.aget_json(item.input_ref)
-        except (ArtifactError, ValueError) as exc:
-            raise BadInput(f"input artifact {item.input_ref} cannot be read: {exc}") from exc
-        files = data.get("input_files") if isinstance(data, dict) else None
-        if not isinstance(files, dict) or not files:
-            kind = data.get("input_type") if isinstance(data, dict) else None
-            raise BadInput(f"input of type {kind!r} has no input files (editor projects are "
-                           "converted when submitted; this job was submitted before that)")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-            raise BadInput("input files must map names to text")
-        return files
-
     async def _execute(self, running: RunningTask, workdir: Path) -> None:
         item = running.item
         if self._stop.is_set():
@@ -565,7 +552,7 @@ class Worker:
             return
         try:
             simulator: Simulator = self.registry.get(item.sim_type)
-            files = await self._input_files(item)
+            files = await task_input_files(self.artifacts, item.input_ref)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
             task_files = simulator.task_files(files, item.primaries, item.seed)
             await asyncio.to_thread(write_task_files, workdir, task_files)
@@ -621,12 +608,8 @@ class Worker:
             await self._canceled(item, "job canceled", done)
             return
         if done.returncode != 0:
-            how = (f"exited with status {done.exit_code}" if done.exit_code is not None
-                   else f"was killed by signal {done.signal}")
-            last = _last_line(done.output)
-            await self._fail(item, f"simulator {how}" + (f": {last}" if last else ""),
-                             exit_status=done.exit_code, log_ref=log_ref, signal=done.signal,
-                             done=done)
+            await self._fail(item, failure_reason(done), exit_status=done.exit_code,
+                             log_ref=log_ref, signal=done.signal, done=done)
             return
         try:
             document = await asyncio.to_thread(simulator.collect, workdir)
@@ -689,9 +672,3 @@ def _count_usage(done: CompletedProcess | ProcessTimeout) -> None:
     if done.cpu_seconds is not None:
         RUNNER_SIMULATOR_CPU_SECONDS.inc(done.cpu_seconds)
 
-
-def _last_line(output: bytes, limit: int = 300) -> str:
-    for line in reversed(output.decode(errors="replace").splitlines()):
-        if line.strip():
-            return line.strip()[:limit]
-    return ""

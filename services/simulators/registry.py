@@ -66,18 +66,30 @@ class SimulatorRegistry:
         Raises:
             SimulatorUnavailable: no plug-in, no executable configured, or not executable.
         """
-        plugin = PLUGINS.get(sim_type)
-        if plugin is None:
-            raise SimulatorUnavailable(
-                f"simulator {sim_type!r} cannot run on this platform: there is "
-                f"no plug-in for it (available: {', '.join(sorted(PLUGINS))})")
         exe = self.executables.get(sim_type) or DEFAULT_EXECUTABLES.get(sim_type)
         if not exe:
             raise SimulatorUnavailable(
                 f"simulator {sim_type!r} is not configured on this runner: set "
                 f"{sim_exe_variable(sim_type)} to the path of its executable")
+        plugin = plugin_for(sim_type, exe)
         if shutil.which(exe) is None:
             raise SimulatorUnavailable(
                 f"simulator {sim_type!r}: {exe!r} (from {sim_exe_variable(sim_type)}) "
                 "is not an executable file")
-        return plugin(exe)
+        return plugin
+
+
+def plugin_for(sim_type: str, executable: str) -> Simulator:
+    """The plug-in of ``sim_type`` driving ``executable``, which is not checked here.
+
+    The executable may live on another host: the SLURM bridge gives a cluster's path.
+
+    Raises:
+        SimulatorUnavailable: there is no plug-in for ``sim_type``.
+    """
+    plugin = PLUGINS.get(sim_type)
+    if plugin is None:
+        raise SimulatorUnavailable(
+            f"simulator {sim_type!r} cannot run on this platform: there is "
+            f"no plug-in for it (available: {', '.join(sorted(PLUGINS))})")
+    return plugin(executable)

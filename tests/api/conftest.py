@@ -167,6 +167,8 @@ def api_settings(realm: Realm, **overrides: Any) -> ApiSettings:
         "keycloak_base_url": realm.base_url, "keycloak_realm": REALM,
         "keycloak_audience": AUDIENCE, "max_body_bytes": 256 * 1024,
         "read_wait_seconds": 3.0,
+        # No SLURM bridge runs here: batch submissions answer at once, waiting for it.
+        "batch_submit_wait_seconds": 0.0,
     }
     values.update(overrides)
     return ApiSettings(**values)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runner.process import CompletedProcess, SimProcess
+from services.platform.outcome import CompletedProcess
+from services.runner.process import SimProcess
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
 

@@ -18,6 +18,8 @@ primaries, so a task always gives the same numbers and a merge can be checked.
 Test hooks:
 
 * ``beam.dat`` line ``FAIL`` -> exit 2 half-way; ``FAIL <offset> ...`` -> only for those offsets;
+* ``beam.dat`` line ``HANG`` (or ``HANG <offset> ...``) -> no progress after the first step, and
+  no end (a stuck run, for time limits and cancels);
 * ``FAKE_SIM_STEP_SECONDS`` -> sleep per progress step (default 0.05; 10 steps);
 * ``FAKE_SIM_CHILD=1`` -> start a helper child in the same process group (it only sleeps);
 * ``FAKE_SIM_IGNORE_SIGINT=1`` -> ignore SIGINT, so only SIGKILL stops it;
@@ -71,10 +73,11 @@ def tokens_of(line: str) -> list[str]:
     return line.split("!", 1)[0].split("#", 1)[0].split()
 
 
-def read_beam(workdir: Path) -> tuple[int, int, list[int] | None]:
-    """NSTAT, RNDSEED and the offsets that must fail (``[]``: all, ``None``: none)."""
+def read_beam(workdir: Path) -> tuple[int, int, list[int] | None, list[int] | None]:
+    """NSTAT, RNDSEED, and the offsets that must fail, and hang (``[]``: all, ``None``: none)."""
     nstat, rndseed = 0, 89736501
     fail: list[int] | None = None
+    hang: list[int] | None = None
     for line in (workdir / "beam.dat").read_text().splitlines():
         tokens = tokens_of(line)
         if not tokens:
@@ -85,7 +88,9 @@ def read_beam(workdir: Path) -> tuple[int, int, list[int] | None]:
             rndseed = int(tokens[1])
         elif tokens[0] == "FAIL":
             fail = [int(t) for t in tokens[1:]]
-    return nstat, rndseed, fail
+        elif tokens[0] == "HANG":
+            hang = [int(t) for t in tokens[1:]]
+    return nstat, rndseed, fail, hang
 
 
 def read_detect(workdir: Path) -> tuple[dict[str, Geometry], list[Output]]:
@@ -245,8 +250,9 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FAKE_SIM_CHILD") == "1":
         subprocess.Popen([sys.executable, __file__, "--helper", str(workdir)])
     step_seconds = float(os.environ.get("FAKE_SIM_STEP_SECONDS", "0.05"))
-    nstat, rndseed, fail = read_beam(workdir)
+    nstat, rndseed, fail, hang = read_beam(workdir)
     must_fail = fail is not None and (not fail or offset in fail)
+    must_hang = hang is not None and (not hang or offset in hang)
     log = (workdir / f"shieldhit_{offset:04d}.log").open("w")
 
     keep_going = os.environ.get("FAKE_SIM_KEEP_GOING") == "1"
@@ -278,6 +284,8 @@ def main(argv: list[str]) -> int:
         left = round(step_seconds * (steps - step))
         say(f"Primary particle no. {done:>10} ETR: {left // 3600:>2} hour(s) "
             f"{left % 3600 // 60:>2} minute(s) {left % 60:>2} second(s)")
+        while must_hang:
+            time.sleep(1)
     write_outputs(workdir, offset, rndseed, nstat)
     say(f"Saved all {len(read_detect(workdir)[1])} estimator(s)")
     took = round(time.monotonic() - started)
