@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from services.contract.errors import MalformedEvent
 
 #: Namespace for deterministic event ids (uuid5), so that a retried step that
@@ -164,9 +166,14 @@ def decode(raw: bytes) -> Event:
         MalformedEvent: not UTF-8 JSON, or not a well-formed envelope.
     """
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from exc
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses some JSON the standard library reads (integers beyond 64 bits,
+        # NaN): the standard parser has the last word, so no event reads differently.
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedEvent(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedEvent("an event must be a JSON object")
     return Event.from_dict(data)

@@ -164,7 +164,7 @@ class EventDecoder:
         except ContractError as exc:
             log.warning("skipping malformed record: %s", exc)
             return None, "malformed"
-        if event.type not in self.registry.types:
+        if not self.registry.knows_type(event.type):
             log.warning("skipping event of unknown type %s (%s)", event.type, event.event_id)
             return None, f"unknown:{event.type}"
         try:

@@ -19,13 +19,12 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.envelope import Event
 from services.contract.kafka_io import EventDecoder, make_consumer
 from services.projector import readmodel as rm
-from services.projector.state import JobView, apply
+from services.projector.state import BatchFold, JobView
 from services.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -157,6 +156,7 @@ class Projector:
         decoded: Sequence[tuple[ConsumerRecord[Any, Any], Event | None, str | None]],
     ) -> BatchResult:
         result = BatchResult()
+        writers = rm.bulk_writers(conn)
         # A batch fetched before a rebalance may hold records that this or another
         # instance has applied since: the offsets stored in this transaction decide.
         stored = await rm.load_offsets(conn, self.projection, self.topic)
@@ -165,12 +165,13 @@ class Projector:
             result.skipped["already applied"] += len(decoded) - len(fresh)
         decoded = fresh
         events = [e for _, e, _ in decoded if e is not None]
-        known = await rm.known_event_ids(conn, [e.event_id for e in events])
-        missing = [j for j in dict.fromkeys(e.job_id for e in events) if j not in self._cache]
+        known = await writers.known_event_ids(conn, [e.event_id for e in events])
+        job_ids = list(dict.fromkeys(e.job_id for e in events))
+        missing = [j for j in job_ids if j not in self._cache]
         if missing:
             self._cache.update(await rm.load_views(conn, missing))
-        before = {j: self._cache.get(j) for j in dict.fromkeys(e.job_id for e in events)}
-        applied_rows: list[dict[str, Any]] = []
+        batch = BatchFold(self._cache)
+        applied_rows: list[tuple[Any, ...]] = []
         offsets: dict[int, int] = {}
         for record, event, reason in decoded:
             offsets[record.partition] = record.offset
@@ -182,52 +183,45 @@ class Projector:
                 continue
             known.add(event.event_id)
             try:
-                new = apply(self._cache.get(event.job_id), event)
+                applied = batch.apply(event)
             except (KeyError, TypeError, ValueError) as exc:
                 # Only an unvalidated foreign event can get here; skip it, never crash on it.
                 log.warning("skipping event %s the fold cannot read: %r", event.event_id, exc)
                 result.skipped[f"invalid:{event.type}"] += 1
                 continue
-            if new is None:
+            if not applied:
                 result.skipped["orphan"] += 1
                 continue
-            self._cache[event.job_id] = new
-            applied_rows.append({
-                "event_id": event.event_id, "job_id": event.job_id, "type": event.type,
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "occurred_at": event.occurred_at,
-            })
+            applied_rows.append(writers.applied_events.prepare((
+                event.event_id, event.job_id, event.type, record.topic, record.partition,
+                record.offset, event.occurred_at)))
         result.applied = len(applied_rows)
-        if applied_rows:
-            await conn.execute(insert(rm.applied_events), applied_rows)
-        await self._write_views(conn, before, result)
-        if offsets:
-            await conn.execute(
-                rm.upsert(conn, rm.projector_offsets),
-                [{"projection": self.projection, "topic": self.topic, "partition": p,
-                  "offset": o} for p, o in offsets.items()],
-            )
+        await writers.applied_events.write(conn, applied_rows)
+        await self._write_views(conn, writers, batch.views(), result)
+        await writers.offsets.write(conn, [(self.projection, self.topic, p, o)
+                                           for p, o in offsets.items()])
         await self._count_skips(conn, result.skipped)
         return result
 
     async def _write_views(
-        self, conn: AsyncConnection, before: dict[str, JobView | None], result: BatchResult
+        self, conn: AsyncConnection, writers: rm.BulkWriters, after: dict[str, JobView],
+        result: BatchResult,
     ) -> None:
-        job_rows: list[dict[str, Any]] = []
-        task_rows: list[dict[str, Any]] = []
-        for job_id, old in before.items():
-            new = self._cache.get(job_id)
-            if new is None or new is old:
+        """Write the jobs the batch changed, and only their tasks that changed."""
+        job_rows: list[tuple[Any, ...]] = []
+        task_rows: list[tuple[Any, ...]] = []
+        for job_id, new in after.items():
+            old = self._cache.get(job_id)
+            if new is old:
                 continue
-            job_rows.append(rm.job_row(new))
+            self._cache[job_id] = new
+            job_rows.append(writers.job_values(new))
             old_tasks = old.tasks if old is not None else ()
             for i, task in enumerate(new.tasks):
                 if i >= len(old_tasks) or old_tasks[i] is not task:
-                    task_rows.append(rm.task_row(job_id, task))
-        if job_rows:
-            await conn.execute(rm.upsert(conn, rm.jobs), job_rows)
-        if task_rows:
-            await conn.execute(rm.upsert(conn, rm.tasks), task_rows)
+                    task_rows.append(writers.task_values(job_id, task))
+        await writers.jobs.write(conn, job_rows)
+        await writers.tasks.write(conn, task_rows)
         result.jobs_written = len(job_rows)
 
     async def _count_skips(self, conn: AsyncConnection, skipped: Counter[str]) -> None:
