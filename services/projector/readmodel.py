@@ -383,7 +383,8 @@ def bind_processors(table: Table, dialect: Dialect) -> list[Processor | None]:
         if isinstance(column.type, UTCDateTime) and fast is not None:
             found.append(fast)
         else:
-            found.append(column.type.bind_processor(dialect))
+            # What Core itself runs: the type adapted to the dialect, then its processor.
+            found.append(column.type.dialect_impl(dialect).bind_processor(dialect))
     return found
 
 
