@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Dialect, delete, select
+from sqlalchemy import Connection, Dialect, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.contract.jobs import JobState
 from services.projector import readmodel as rm
 from services.projector.state import JobView, fold
+from services.projector.transactions import Transactions
 from tests.support.histories import synthetic_log
 
 # The drivers the read model runs on (engines are made, never connected).
@@ -92,13 +93,21 @@ async def test_bulk_rows_equal_core_rows_and_read_back_as_the_views(
     async with engine.begin() as conn:
         await conn.execute(delete(rm.tasks))
         await conn.execute(delete(rm.jobs))
+
+    def write(conn: Connection) -> None:
         writers = rm.bulk_writers(conn)
         # Written twice: the second time as an update of every row (the upsert's other path).
         for state in (JobState.PENDING, None):
             batch = [v if state is None else replace(v, state=state) for v in written]
-            await writers.jobs.write(conn, [writers.job_values(v) for v in batch])
-            await writers.tasks.write(conn, [writers.task_values(v.job_id, t)
-                                             for v in batch for t in v.tasks])
+            writers.jobs.write(conn, [writers.job_values(v) for v in batch])
+            writers.tasks.write(conn, [writers.task_values(v.job_id, t)
+                                       for v in batch for t in v.tasks])
+
+    transactions = Transactions(engine)  # the projector's way: SQLite on its writer thread
+    try:
+        await transactions.run(write)
+    finally:
+        await transactions.close()
     async with engine.connect() as conn:
         assert {t: await raw_rows(conn, t) for t in ("jobs", "tasks")} == by_core
         loaded = await rm.load_views(conn, [v.job_id for v in written])
@@ -108,16 +117,18 @@ async def test_bulk_rows_equal_core_rows_and_read_back_as_the_views(
 async def test_known_event_ids_finds_exactly_the_applied_ones(engine: AsyncEngine) -> None:
     await rm.create_schema(engine)
     applied = [f"e{n}" for n in range(1200)]  # more than one chunk of 500 on SQLite
-    async with engine.begin() as conn:
+    def write(conn: Connection) -> None:
         writers = rm.bulk_writers(conn)
-        await writers.applied_events.write(conn, [
+        writers.applied_events.write(conn, [
             writers.applied_events.prepare((e, "j", "TaskProgress", "t", 0, n, MOMENTS[0]))
             for n, e in enumerate(applied)])
+
+    async with engine.begin() as conn:
+        await conn.run_sync(write)
     asked = [*applied[::7], "never", "e1200", *applied[-3:]]
     async with engine.connect() as conn:
-        known = await rm.bulk_writers(conn).known_event_ids(conn, asked)
+        known = await rm.known_event_ids(conn, asked)
         assert known == {*applied[::7], *applied[-3:]}
-        assert await rm.known_event_ids(conn, asked) == known
-        assert await rm.bulk_writers(conn).known_event_ids(conn, []) == set()
+        assert await rm.known_event_ids(conn, []) == set()
         stored = (await conn.execute(select(rm.applied_events.c.occurred_at))).scalars().all()
         assert set(stored) == {MOMENTS[0]}
