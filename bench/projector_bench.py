@@ -12,10 +12,12 @@ Methods (also printed with the results):
   ``services.projector.state.fold`` (no Kafka, no database). Its rate moves with the
   machine's load like the projector's does, so ``replay / reference`` compares runs made
   under different loads.
-* replay: ``--events`` synthetic events are published to a fresh topic prefix first; the
-  clock runs from ``Projector.run()`` being started (group join included) until the
-  offsets stored in the database equal the end offsets. Also shown: the rate from the
-  first committed batch on (without the join).
+* replay: ``--events`` synthetic events are published to a fresh topic prefix first; then
+  the projector starts as its own process (``python -m services.projector``, as in
+  production); the clock runs from its log line "projecting ..." (imports and set-up done,
+  group join included) until the offsets stored in the database equal the end offsets.
+  Also shown: the rate from the first committed batch on (without the join), and the
+  projector's CPU time (/proc/PID/stat) per event.
 * lag: the projector runs as its own process (``python -m services.projector``); a
   paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
   each event's (partition, offset) and the wall time just before ``send``. A watcher
@@ -49,6 +51,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
@@ -57,7 +60,7 @@ from services.contract.kafka_io import EventProducer, make_consumer
 from services.contract.log_reader import end_offsets as log_end_offsets
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
-from services.projector.projector import PROJECTION, Projector
+from services.projector.projector import PROJECTION
 from services.projector.state import fold
 from services.settings import KafkaSettings
 from tests.support.histories import synthetic_log
@@ -118,6 +121,34 @@ def _timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def started_projecting(child: subprocess.Popen[bytes]) -> None:
+    """Until the projector logs that it starts projecting (its imports and set-up done).
+
+    Raises:
+        RuntimeError: it exited first.
+    """
+    assert child.stderr is not None
+    while True:
+        line = await asyncio.to_thread(child.stderr.readline)
+        if not line:
+            raise RuntimeError(f"the projector exited with status {child.wait()}")
+        if b" projecting " in line:
+            return
+
+
+def drain(child: subprocess.Popen[bytes]) -> None:
+    """Keep reading the child's stderr so that it never blocks on a full pipe."""
+    assert child.stderr is not None
+    for _ in iter(child.stderr.readline, b""):
+        pass
+
+
 async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[str, Any]:
     await ensure_topics(kafka)
     async with EventProducer(kafka) as producer:
@@ -127,36 +158,47 @@ async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[st
     wanted = {p: e - 1 for p, e in ends.items() if e > 0}
     engine = rm.make_engine(url)
     await rm.create_schema(engine)
-    projector = Projector(kafka, engine, group_id=f"{kafka.topic_prefix}-p")
     load_before = load_average()
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    task = asyncio.create_task(projector.run())
+    # Its own process, as in production (and as the lag run): in this one, the garbage
+    # collector would also walk the bench's copy of the whole log at every full pass.
+    child = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
+                             env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.PIPE)
     first: float | None = None
     first_done = 0
+    drainer: asyncio.Task[None] | None = None
     try:
+        await started_projecting(child)
+        t0 = time.perf_counter()
+        cpu0 = cpu_seconds(child.pid)
+        drainer = asyncio.create_task(asyncio.to_thread(drain, child))
         while True:
             now = await stored(engine, kafka)
             if now and first is None:
                 first, first_done = time.perf_counter(), sum(o + 1 for o in now.values())
             if all(now.get(p, -1) >= o for p, o in wanted.items()):
                 break
-            if task.done():
-                task.result()
+            if child.poll() is not None:
+                raise RuntimeError(f"the projector exited with status {child.returncode}")
             await asyncio.sleep(0.02)
         t1 = time.perf_counter()
-        cpu = time.process_time() - cpu0
+        cpu = cpu_seconds(child.pid) - cpu0
+        rss = rss_mib(child.pid)
     finally:
-        await projector.shutdown()
-        await task
-        await engine.dispose()
+        child.terminate()
+        await asyncio.to_thread(child.wait, 30)
+    if drainer is not None:
+        await drainer
+    async with engine.connect() as conn:
+        applied = (await conn.execute(select(func.count()).select_from(
+            rm.applied_events))).scalar_one()
+    await engine.dispose()
     total = sum(ends.values())
     after_first = (total - first_done) / (t1 - first) if first and t1 > first else None
     return {"events": total, "seconds": round(t1 - t0, 3),
             "events_per_s": round(total / (t1 - t0)),
             "events_per_s_after_first_batch": round(after_first) if after_first else None,
-            "cpu_us_per_event": round(cpu / total * 1e6, 1),
-            "applied": projector.applied_total,
+            "projector_cpu_us_per_event": round(cpu / total * 1e6, 1),
+            "projector_rss_mib": rss, "applied": applied,
             "load_before": load_before, "load_after": load_average()}
 
 
@@ -414,15 +456,17 @@ def print_table(results: dict[str, Any]) -> None:
                 (f"replay {be}: events/s (incl. join)", rate["best"], rate["median"], loads),
                 (f"replay {be}: events/s (after 1st batch)",
                  max(r["events_per_s_after_first_batch"] or 0 for r in runs), None, None),
-                (f"replay {be}: CPU us/event (bench process)",
-                 min(r["cpu_us_per_event"] for r in runs), None, None),
+                (f"replay {be}: projector CPU us/event",
+                 min(r["projector_cpu_us_per_event"] for r in runs), None, None),
+                (f"replay {be}: projector VmRSS MiB",
+                 max(r["projector_rss_mib"] or 0 for r in runs), None, None),
             ]
             if ref:
-                rows.append((f"replay {be} / CPU reference", round(rate["best"] / ref[
-                    "events_per_s"], 3), None, None))
+                rows.append((f"replay {be} / CPU reference",
+                             f"{rate['best'] / ref['events_per_s']:.3f}", None, None))
             if be == "sqlite":
                 rows.append(("replay sqlite / target 20,000 ev/s",
-                             round(rate["best"] / TARGET_REPLAY_SQLITE, 2), None, None))
+                             f"{rate['best'] / TARGET_REPLAY_SQLITE:.2f}", None, None))
         elif key.startswith("lag"):
             be = "floor (bare consumer)" if key == "lag_floor" else key.removeprefix("lag_")
             rows += [
@@ -445,7 +489,7 @@ def print_table(results: dict[str, Any]) -> None:
                         entry["lag_ms_p99"]["best"] - floor["lag_ms_p99"]["best"], 1),
                         None, None))
                 rows.append((f"lag {be}: p99 / target 50 ms",
-                             round(entry["lag_ms_p99"]["best"] / TARGET_LAG_P99_MS, 2),
+                             f"{entry['lag_ms_p99']['best'] / TARGET_LAG_P99_MS:.2f}",
                              None, None))
     for label, best, median, load in rows:
         cells = [_cell(best), _cell(median), _cell(load)]

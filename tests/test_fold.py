@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.contract.envelope import Event
 from services.contract.jobs import JobState, split_primaries, task_seed
-from services.projector.state import BatchFold, JobView, _copy, apply, fold
+from services.projector.state import SUBMISSION_FIELDS, BatchFold, JobView, _copy, apply, fold
 from tests.support.histories import (
     HASH_A,
     HASH_B,
@@ -287,3 +287,18 @@ def test_a_job_with_many_tasks_ends_merging_queued_when_the_last_task_ends() -> 
             assert h.view().state is JobState.RUNNING
     assert h.view().state is JobState.MERGING_QUEUED
     assert batch_fold(h.events, [17, 150])[-1] == fold(h.events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=any_history())
+def test_no_event_after_the_submission_changes_its_fields(events: list[Event]) -> None:
+    """The read model's upsert relies on it: it never rewrites these columns."""
+    views: dict[str, JobView] = {}
+    for event in events:
+        before = views.get(event.job_id)
+        after = apply(before, event)
+        if before is not None and after is not None:
+            assert {f: getattr(after, f) for f in SUBMISSION_FIELDS} == {
+                f: getattr(before, f) for f in SUBMISSION_FIELDS}
+        if after is not None:
+            views[event.job_id] = after

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
@@ -43,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 
 from services.contract.jobs import JobState
-from services.projector.state import JobView, TaskView
+from services.projector.state import SUBMISSION_FIELDS, JobView, TaskView
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -114,6 +115,8 @@ tasks = Table(
     Column("exit_status", Integer),
     Column("platform_state", String(32)),
     Column("platform_exit_code", Integer),
+    # SQLite: the rows live in the primary key's B-tree (no second one to update).
+    sqlite_with_rowid=False,
 )
 
 #: Every event the projector applied, by id: how a re-emitted event is recognised.
@@ -273,10 +276,12 @@ def dialect_insert(conn: Connection | AsyncConnection, table: Table) -> Any:
     return _dialect_insert(conn.dialect.name, table)
 
 
-def _upsert(dialect_name: str, table: Table) -> Insert:
+def _upsert(dialect_name: str, table: Table, keep: Iterable[str] = ()) -> Insert:
+    """The upsert; the columns in ``keep`` keep their stored value on conflict."""
+    fixed = {*(c.name for c in table.primary_key.columns), *keep}
     keys = [c.name for c in table.primary_key.columns]
     stmt = _dialect_insert(dialect_name, table)
-    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in fixed}
     result: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
     return result
 
@@ -389,9 +394,16 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     """What SQLAlchemy stores for a :class:`UTCDateTime` in SQLite, at C speed."""
     if value is None:
         return None
-    if value.tzinfo is not UTC:  # event times already are UTC: skip the conversion
+    return _sqlite_text(value)
+
+
+@lru_cache(maxsize=1 << 16)
+def _sqlite_text(value: datetime) -> str:
+    # Cached: one event's time lands in its applied row, its job's updated_at and its
+    # task's times, and a job's submission time in every row of that job.
+    if value.tzinfo is not UTC:  # event times already are UTC: no conversion for them
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -403,18 +415,23 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=None)
 
 
-#: Faster equivalents of SQLAlchemy's own bind processing of UTCDateTime, by dialect
-#: (a test checks they give the same values); other dialects use SQLAlchemy's.
-_FAST_DATETIME: dict[str, Processor] = {"sqlite": _sqlite_datetime, "postgresql": _naive_utc}
+#: Faster equivalents of SQLAlchemy's own bind processing, by dialect and column type (a
+#: test checks they store the same values); other columns use SQLAlchemy's. None: the
+#: driver takes the Python value as it is.
+_FAST: dict[tuple[str, type[Any]], Processor | None] = {
+    ("sqlite", UTCDateTime): _sqlite_datetime,
+    ("postgresql", UTCDateTime): _naive_utc,
+    ("sqlite", Boolean): None,  # sqlite3 stores a bool as the integer 0 or 1, as Core does
+}
 
 
 def bind_processors(table: Table, dialect: Dialect) -> list[Processor | None]:
     """Per column of ``table``, the function that makes a Python value a driver value."""
     found: list[Processor | None] = []
     for column in table.columns:
-        fast = _FAST_DATETIME.get(dialect.name)
-        if isinstance(column.type, UTCDateTime) and fast is not None:
-            found.append(fast)
+        key = (dialect.name, type(column.type))
+        if key in _FAST:
+            found.append(_FAST[key])
         else:
             # What Core itself runs: the type adapted to the dialect, then its processor.
             found.append(column.type.dialect_impl(dialect).bind_processor(dialect))
@@ -516,7 +533,9 @@ def bulk_writers(conn: Connection | AsyncConnection) -> BulkWriters:
     if found is None:
         name = dialect.name
         found = _BULK_WRITERS[key] = BulkWriters(
-            jobs=_writer(jobs, _upsert(name, jobs), dialect),
+            # Not in the UPDATE: what no event changes after JobSubmitted (so SQLite
+            # leaves the (owner, submitted_at) index alone on every job update).
+            jobs=_writer(jobs, _upsert(name, jobs, keep=SUBMISSION_FIELDS), dialect),
             tasks=_writer(tasks, _upsert(name, tasks), dialect),
             applied_events=_writer(applied_events, _dialect_insert(name, applied_events),
                                    dialect),

@@ -88,6 +88,14 @@ class JobView:
     tasks: tuple[TaskView, ...] = ()
 
 
+#: The fields JobSubmitted sets and no later event changes (the read model's bulk
+#: upsert leaves them out of its UPDATE; a property test holds the fold to it).
+SUBMISSION_FIELDS = frozenset({
+    "owner", "title", "sim_type", "platform", "input_type", "ntasks",
+    "number_of_all_primaries", "base_seed", "input_ref", "submitted_at",
+})
+
+
 def _submitted(event: Event) -> JobView:
     p = event.payload
     shares = split_primaries(p["number_of_all_primaries"], p["ntasks"])
