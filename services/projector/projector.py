@@ -70,7 +70,7 @@ class Projector:
         engine: AsyncEngine,
         *,
         group_id: str = "projector",
-        max_batch: int = 2000,
+        max_batch: int = 20000,
         decoder: EventDecoder | None = None,
         projection: str = PROJECTION,
     ) -> None:
