@@ -1,20 +1,35 @@
 """Projector benchmark: replay rate, event-to-read-model lag, broker start time and RSS.
 
-``python -m bench.projector_bench [--events 100000] [--postgres] [--rate 500] [--seconds 20]``
+``python -m bench.projector_bench [--events 100000] [--postgres] [--rate 500] [--seconds 20]
+[--repeat 1] [--only replay|lag]``
 
 Methods (also printed with the results):
 
-* replay: ``--events`` synthetic events are published to a fresh topic prefix first; the
-  clock runs from ``Projector.run()`` being started (group join included) until the
-  offsets stored in the database equal the end offsets. Also shown: the rate from the
-  first committed batch on (without the join).
+* load: the 1-minute load average (``uptime``) before and after every run; the machine may
+  be shared, so every figure carries it. With ``--repeat N`` each run is made N times and
+  the best and the median are shown.
+* CPU reference (the in-process baseline): the same events folded in memory by
+  ``services.projector.state.fold`` (no Kafka, no database). Its rate moves with the
+  machine's load like the projector's does, so ``replay / reference`` compares runs made
+  under different loads.
+* replay: ``--events`` synthetic events are published to a fresh topic prefix first; then
+  the projector starts as its own process (``python -m services.projector``, as in
+  production); the clock runs from its log line "projecting ..." (imports and set-up done,
+  group join included) until the offsets stored in the database equal the end offsets.
+  Also shown: the rate from the first committed batch on (without the join), and the
+  projector's CPU time (/proc/PID/stat) per event.
 * lag: the projector runs as its own process (``python -m services.projector``); a
   paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
   each event's (partition, offset) and the wall time just before ``send``. A watcher
-  polls ``projector_offsets`` every 2 ms; those offsets are written in the same
-  transaction as the rows, so the first time a stored offset >= o is seen, the rows of
-  every event up to o are visible to readers. lag = that time - publish time (includes
-  the producer's ack, the fetch, the transaction; resolution ~2 ms + one query).
+  polls ``projector_offsets`` every 2 ms on one autocommit connection; those offsets are
+  written in the same transaction as the rows, so the first time a stored offset >= o is
+  seen, the rows of every event up to o are visible to readers. lag = that time - publish
+  time (includes the producer's ack, the fetch, the transaction; resolution: the watcher's
+  poll period, shown).
+* lag floor (the baseline of the lag): the same paced producer, and in place of the
+  projector a bare consumer process with the projector's consumer settings (same group
+  protocol, ``read_committed``, same fetch sizes and ``getmany`` call) that only notes when
+  each record reaches it: what Kafka and aiokafka cost before the projector does anything.
 * broker: start time of a broker in its own home (a cold JVM if none was running) and
   its VmRSS from /proc/PID/status, after start and after the runs.
 """
@@ -31,25 +46,35 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
 from services.contract.envelope import Event, utc_now
-from services.contract.kafka_io import EventProducer
+from services.contract.kafka_io import EventProducer, make_consumer
 from services.contract.log_reader import end_offsets as log_end_offsets
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
-from services.projector.projector import PROJECTION, Projector
+from services.projector.projector import PROJECTION
+from services.projector.state import fold
 from services.settings import KafkaSettings
 from tests.support.histories import synthetic_log
 
 BENCH_KAFKA_HOME = Path.home() / ".cache" / "simjobs" / "kafka-bench"
 RESULTS = Path(__file__).resolve().parent / "results" / "projector.json"
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_REPLAY_SQLITE = 20_000
+TARGET_LAG_P99_MS = 50.0
+
+
+def load_average() -> float:
+    """The 1-minute load average, as ``uptime`` prints it."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def rss_mib(pid: int | None) -> float | None:
@@ -83,6 +108,47 @@ async def stored(engine: AsyncEngine, kafka: KafkaSettings) -> dict[int, int]:
         return await rm.load_offsets(conn, PROJECTION, kafka.jobs_topic)
 
 
+def reference(events: list[Event]) -> dict[str, Any]:
+    """The CPU reference: the events folded in memory (best of three)."""
+    best = min(_timed(lambda: fold(events)) for _ in range(3))
+    return {"events": len(events), "seconds": round(best, 3),
+            "events_per_s": round(len(events) / best), "load": load_average()}
+
+
+def _timed(work: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    work()
+    return time.perf_counter() - t0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def started_projecting(child: subprocess.Popen[bytes]) -> None:
+    """Until the projector logs that it starts projecting (its imports and set-up done).
+
+    Raises:
+        RuntimeError: it exited first.
+    """
+    assert child.stderr is not None
+    while True:
+        line = await asyncio.to_thread(child.stderr.readline)
+        if not line:
+            raise RuntimeError(f"the projector exited with status {child.wait()}")
+        if b" projecting " in line:
+            return
+
+
+def drain(child: subprocess.Popen[bytes]) -> None:
+    """Keep reading the child's stderr so that it never blocks on a full pipe."""
+    assert child.stderr is not None
+    for _ in iter(child.stderr.readline, b""):
+        pass
+
+
 async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[str, Any]:
     await ensure_topics(kafka)
     async with EventProducer(kafka) as producer:
@@ -92,56 +158,63 @@ async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[st
     wanted = {p: e - 1 for p, e in ends.items() if e > 0}
     engine = rm.make_engine(url)
     await rm.create_schema(engine)
-    projector = Projector(kafka, engine, group_id=f"{kafka.topic_prefix}-p")
-    t0 = time.perf_counter()
-    task = asyncio.create_task(projector.run())
+    load_before = load_average()
+    # Its own process, as in production (and as the lag run): in this one, the garbage
+    # collector would also walk the bench's copy of the whole log at every full pass.
+    child = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
+                             env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.PIPE)
     first: float | None = None
     first_done = 0
+    drainer: asyncio.Task[None] | None = None
     try:
+        await started_projecting(child)
+        t0 = time.perf_counter()
+        cpu0 = cpu_seconds(child.pid)
+        drainer = asyncio.create_task(asyncio.to_thread(drain, child))
         while True:
             now = await stored(engine, kafka)
             if now and first is None:
                 first, first_done = time.perf_counter(), sum(o + 1 for o in now.values())
             if all(now.get(p, -1) >= o for p, o in wanted.items()):
                 break
-            if task.done():
-                task.result()
+            if child.poll() is not None:
+                raise RuntimeError(f"the projector exited with status {child.returncode}")
             await asyncio.sleep(0.02)
         t1 = time.perf_counter()
+        cpu = cpu_seconds(child.pid) - cpu0
+        rss = rss_mib(child.pid)
     finally:
-        await projector.shutdown()
-        await task
-        await engine.dispose()
+        child.terminate()
+        await asyncio.to_thread(child.wait, 30)
+    if drainer is not None:
+        await drainer
+    async with engine.connect() as conn:
+        applied = (await conn.execute(select(func.count()).select_from(
+            rm.applied_events))).scalar_one()
+    await engine.dispose()
     total = sum(ends.values())
     after_first = (total - first_done) / (t1 - first) if first and t1 > first else None
     return {"events": total, "seconds": round(t1 - t0, 3),
             "events_per_s": round(total / (t1 - t0)),
             "events_per_s_after_first_batch": round(after_first) if after_first else None,
-            "applied": projector.applied_total}
+            "projector_cpu_us_per_event": round(cpu / total * 1e6, 1),
+            "projector_rss_mib": rss, "applied": applied,
+            "load_before": load_before, "load_after": load_average()}
 
 
-async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict[str, Any]:
-    await ensure_topics(kafka)
-    engine = rm.make_engine(url)
-    await rm.create_schema(engine)
-    events = make_log(int(rate * seconds), seed=2)
-    # The projector runs in its own process, as in production: a watcher polling the
-    # database in the same event loop (and GIL) would slow the very thing it measures.
-    env = {**os.environ, "SIMJOBS_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-           "SIMJOBS_TOPIC_PREFIX": kafka.topic_prefix, "SIMJOBS_DATABASE_URL": url,
-           "SIMJOBS_JOBS_PARTITIONS": str(kafka.jobs_partitions),
-           "SIMJOBS_TASKS_PARTITIONS": str(kafka.tasks_partitions),
-           "SIMJOBS_PROJECTOR_GROUP": f"{kafka.topic_prefix}-p"}
-    projector = subprocess.Popen([sys.executable, "-m", "services.projector"], env=env,  # noqa: ASYNC220
-                                 stderr=subprocess.DEVNULL)
+async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
+                ready: Callable[[], Awaitable[bool]]) -> tuple[dict[tuple[int, int], float], float]:
+    """Publish the events at ``rate`` per second; (partition, offset) -> wall time sent.
+
+    The first event goes out alone, and the clock starts once ``ready`` says the observer
+    has seen it (its group joined, its partitions assigned).
+    """
     sent: dict[tuple[int, int], float] = {}
-    seen: dict[tuple[int, int], float] = {}
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     async with EventProducer(kafka) as producer:
-        # Let the projector join its group before the clock starts.
         await producer.publish(events[0])
-        while not await stored(engine, kafka):  # noqa: ASYNC110 - polling the DB is the method
+        while not await ready():  # noqa: ASYNC110 - polling the observer is the method
             await asyncio.sleep(0.02)
         pending: set[asyncio.Task[None]] = set()
 
@@ -150,59 +223,169 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
             for pub in await producer.publish_many(batch):
                 sent[(pub.partition, pub.offset)] = at
 
-        async def watch() -> None:
-            last: dict[int, int] = {}
-            while True:
-                now = await stored(engine, kafka)
-                t = time.time()
-                for p, o in now.items():
-                    for off in range(last.get(p, -1) + 1, o + 1):
-                        seen[(p, off)] = t
-                last = now
-                await asyncio.sleep(0.002)
-
-        watcher = asyncio.create_task(watch())
         start = time.perf_counter()
         body = events[1:]
         for k in range(0, len(body), per_tick):
             due = start + (k // per_tick) * tick
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             batch = [replace(e, occurred_at=utc_now()) for e in body[k:k + per_tick]]
-            t = asyncio.create_task(send(batch))
-            pending.add(t)
-            t.add_done_callback(pending.discard)
+            task = asyncio.create_task(send(batch))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
-        produced_for = time.perf_counter() - start
-        deadline = time.monotonic() + 60
-        while not set(sent) <= set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        watcher.cancel()
-    projector.terminate()
-    projector.wait(30)
-    await engine.dispose()
+        return sent, time.perf_counter() - start
+
+
+def lag_figures(sent: dict[tuple[int, int], float], seen: dict[tuple[int, int], float],
+                rate: int, produced_for: float, load_before: float) -> dict[str, Any]:
     lags = sorted((seen[k] - sent[k]) * 1000 for k in sent if k in seen)
     q = statistics.quantiles(lags, n=100)
     return {"rate_target": rate, "rate_achieved": round(len(sent) / produced_for),
             "events": len(sent), "missing": len(set(sent) - set(seen)),
             "lag_ms_p50": round(q[49], 1), "lag_ms_p99": round(q[98], 1),
-            "lag_ms_max": round(lags[-1], 1)}
+            "lag_ms_max": round(lags[-1], 1),
+            "load_before": load_before, "load_after": load_average()}
+
+
+def child_env(kafka: KafkaSettings, url: str) -> dict[str, str]:
+    return {**os.environ, "SIMJOBS_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+            "SIMJOBS_TOPIC_PREFIX": kafka.topic_prefix, "SIMJOBS_DATABASE_URL": url,
+            "SIMJOBS_JOBS_PARTITIONS": str(kafka.jobs_partitions),
+            "SIMJOBS_TASKS_PARTITIONS": str(kafka.tasks_partitions),
+            "SIMJOBS_PROJECTOR_GROUP": f"{kafka.topic_prefix}-p"}
+
+
+async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict[str, Any]:
+    await ensure_topics(kafka)
+    engine = rm.make_engine(url)
+    await rm.create_schema(engine)
+    events = make_log(int(rate * seconds), seed=2)
+    load_before = load_average()
+    # The projector runs in its own process, as in production: a watcher polling the
+    # database in the same event loop (and GIL) would slow the very thing it measures.
+    projector = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
+                                 env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.DEVNULL)
+    seen: dict[tuple[int, int], float] = {}
+    polls: list[float] = []
+
+    async def watch() -> None:
+        last: dict[int, int] = {}
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            while True:
+                t0 = time.perf_counter()
+                now = await rm.load_offsets(conn, PROJECTION, kafka.jobs_topic)
+                t = time.time()
+                for p, o in now.items():
+                    for off in range(last.get(p, -1) + 1, o + 1):
+                        seen[(p, off)] = t
+                last = now
+                await asyncio.sleep(0.002)
+                polls.append((time.perf_counter() - t0) * 1000)
+
+    async def ready() -> bool:
+        return bool(seen)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        sent, produced_for = await paced(kafka, events, rate, ready)
+        deadline = time.monotonic() + 60
+        while not set(sent) <= set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        projector.terminate()
+        projector.wait(30)
+        await engine.dispose()
+    figures = lag_figures(sent, seen, rate, produced_for, load_before)
+    polls.sort()
+    figures["watcher_poll_ms_p50"] = round(polls[len(polls) // 2], 2)
+    figures["watcher_poll_ms_p99"] = round(polls[int(len(polls) * 0.99)], 2)
+    return figures
+
+
+async def lag_floor(kafka: KafkaSettings, rate: int, seconds: float) -> dict[str, Any]:
+    await ensure_topics(kafka)
+    events = make_log(int(rate * seconds), seed=2)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="simjobs-bench-") as tmp:
+        out = Path(tmp) / "seen.json"
+        ready_file = Path(tmp) / "ready"
+        probe = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "bench.projector_bench", "probe", kafka.bootstrap_servers,
+             kafka.topic_prefix, str(len(events)), str(out), str(ready_file)],
+            cwd=ROOT, stderr=subprocess.DEVNULL)
+
+        async def ready() -> bool:
+            return ready_file.exists()
+
+        try:
+            sent, produced_for = await paced(kafka, events, rate, ready)
+            for _ in range(600):
+                if probe.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            if probe.poll() is None:
+                probe.kill()
+            probe.wait(30)
+        raw = json.loads(out.read_text()) if out.exists() else {}
+    seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw.items()}
+    return lag_figures(sent, seen, rate, produced_for, load_before)
+
+
+async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: Path) -> None:
+    """The bare consumer of the lag floor: the projector's consumer, minus the projector."""
+    kafka = KafkaSettings(bootstrap, prefix, 6, 2, "bench")
+    consumer = make_consumer(kafka, group_id=f"{prefix}-probe")
+    consumer.subscribe([kafka.jobs_topic])
+    await consumer.start()
+    seen: dict[str, float] = {}
+    announced = False
+    try:
+        while len(seen) < count:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            t = time.time()
+            for records in batch.values():
+                for r in records:
+                    seen[f"{r.partition}:{r.offset}"] = t
+            if seen and not announced:
+                await asyncio.to_thread(ready_file.touch)
+                announced = True
+    finally:
+        await consumer.stop()
+    await asyncio.to_thread(out.write_text, json.dumps(seen))
+
+
+def summary(runs: list[dict[str, Any]], key: str, best: Callable[..., Any]) -> dict[str, Any]:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return {"best": best(values), "median": statistics.median(values), "runs": len(values)}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["probe"]:
+        bootstrap, prefix, count, out, ready_file = argv[1:6]
+        asyncio.run(probe(bootstrap, prefix, int(count), Path(out), Path(ready_file)))
+        return 0
     ap = argparse.ArgumentParser(prog="python -m bench.projector_bench")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--postgres", action="store_true", help="also run on PostgreSQL")
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement")
+    ap.add_argument("--only", choices=["replay", "lag"], help="skip the other measurement")
     args = ap.parse_args(argv)
 
     was_running = kafka_broker.status(BENCH_KAFKA_HOME) is not None
+    load = load_average()
     t = time.perf_counter()
     broker = kafka_broker.start(BENCH_KAFKA_HOME, jars_home=kafka_broker.default_home())
     broker_start = time.perf_counter() - t
     results: dict[str, Any] = {"broker": {
         "start_s": round(broker_start, 2), "cold_start": not was_running,
-        "pid": broker.pid, "rss_mib_after_start": rss_mib(broker.pid)}}
+        "pid": broker.pid, "rss_mib_after_start": rss_mib(broker.pid), "load": load}}
     backends: dict[str, Callable[[str], str]] = {}
     tmp = tempfile.TemporaryDirectory(prefix="simjobs-bench-")
     backends["sqlite"] = lambda name: f"sqlite+aiosqlite:///{Path(tmp.name) / name}.sqlite3"
@@ -212,19 +395,33 @@ def main(argv: list[str] | None = None) -> int:
             pg, f"bench_{name}_{uuid.uuid4().hex[:8]}")
     log = make_log(args.events)
     try:
-        for name, url_for in backends.items():
-            results[f"replay_{name}"] = asyncio.run(
-                replay(kafka_for(broker.bootstrap), url_for("replay"), log))
-            print(f"replay {name}: {results[f'replay_{name}']}", file=sys.stderr)
-        for name, url_for in backends.items():
-            results[f"lag_{name}"] = asyncio.run(
-                lag(kafka_for(broker.bootstrap), url_for("lag"), args.rate, args.seconds))
-            print(f"lag {name}: {results[f'lag_{name}']}", file=sys.stderr)
+        results["reference"] = reference(log)
+        print(f"CPU reference: {results['reference']}", file=sys.stderr)
+        for n in range(args.repeat if args.only != "lag" else 0):
+            for name, url_for in backends.items():
+                run = asyncio.run(replay(kafka_for(broker.bootstrap), url_for(f"replay{n}"), log))
+                results.setdefault(f"replay_{name}", {"runs": []})["runs"].append(run)
+                print(f"replay {name}: {run}", file=sys.stderr)
+        for n in range(args.repeat if args.only != "replay" else 0):
+            floor = asyncio.run(lag_floor(kafka_for(broker.bootstrap), args.rate, args.seconds))
+            results.setdefault("lag_floor", {"runs": []})["runs"].append(floor)
+            print(f"lag floor (bare consumer): {floor}", file=sys.stderr)
+            for name, url_for in backends.items():
+                run = asyncio.run(lag(kafka_for(broker.bootstrap), url_for(f"lag{n}"),
+                                      args.rate, args.seconds))
+                results.setdefault(f"lag_{name}", {"runs": []})["runs"].append(run)
+                print(f"lag {name}: {run}", file=sys.stderr)
         results["broker"]["rss_mib_after_runs"] = rss_mib(broker.pid)
     finally:
         tmp.cleanup()
         if not was_running and not broker.external:
             kafka_broker.stop(BENCH_KAFKA_HOME)
+    for key, entry in results.items():
+        if key.startswith("replay_"):
+            entry["events_per_s"] = summary(entry["runs"], "events_per_s", max)
+        elif key.startswith("lag"):
+            entry["lag_ms_p99"] = summary(entry["runs"], "lag_ms_p99", min)
+            entry["lag_ms_p50"] = summary(entry["runs"], "lag_ms_p50", min)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -234,30 +431,75 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: dict[str, Any]) -> None:
     print(__doc__.split("Methods", 1)[1].split("\n", 1)[1] if __doc__ else "")
-    print(f"{'measure':<44}{'value':>16}")
-    print("-" * 60)
+    print(f"{'measure':<52}{'best':>12}{'median':>12}{'load':>10}")
+    print("-" * 86)
     b = results["broker"]
-    rows: list[tuple[str, Any]] = [
-        ("broker start s" + (" (cold)" if b["cold_start"] else " (reused)"), b["start_s"]),
-        ("broker VmRSS MiB after start", b["rss_mib_after_start"]),
-        ("broker VmRSS MiB after runs", b.get("rss_mib_after_runs")),
+    rows: list[tuple[str, Any, Any, Any]] = [
+        ("broker start s" + (" (cold)" if b["cold_start"] else " (reused)"), b["start_s"], None,
+         b["load"]),
+        ("broker VmRSS MiB after start", b["rss_mib_after_start"], None, None),
+        ("broker VmRSS MiB after runs", b.get("rss_mib_after_runs"), None, None),
     ]
-    for key, r in results.items():
+    ref = results.get("reference")
+    if ref:
+        rows.append(("CPU reference: in-memory fold events/s", ref["events_per_s"], None,
+                     ref["load"]))
+    for key, entry in results.items():
+        runs = entry.get("runs") if isinstance(entry, dict) else None
+        if not runs:
+            continue
+        loads = "/".join(f"{r['load_before']:.1f}" for r in runs)
         if key.startswith("replay_"):
             be = key.removeprefix("replay_")
-            rows += [(f"replay {be}: events", r["events"]), (f"replay {be}: seconds", r["seconds"]),
-                     (f"replay {be}: events/s (incl. join)", r["events_per_s"]),
-                     (f"replay {be}: events/s (after 1st batch)",
-                      r["events_per_s_after_first_batch"])]
-        if key.startswith("lag_"):
-            be = key.removeprefix("lag_")
-            rows += [(f"lag {be}: rate achieved ev/s", r["rate_achieved"]),
-                     (f"lag {be}: p50 ms", r["lag_ms_p50"]), (f"lag {be}: p99 ms", r["lag_ms_p99"]),
-                     (f"lag {be}: max ms", r["lag_ms_max"]),
-                     (f"lag {be}: events not seen", r["missing"])]
-    for label, value in rows:
-        text = f"{value:,.1f}" if isinstance(value, float) else f"{value}"
-        print(f"{label:<44}{text:>16}")
+            rate = entry["events_per_s"]
+            rows += [
+                (f"replay {be}: events/s (incl. join)", rate["best"], rate["median"], loads),
+                (f"replay {be}: events/s (after 1st batch)",
+                 max(r["events_per_s_after_first_batch"] or 0 for r in runs), None, None),
+                (f"replay {be}: projector CPU us/event",
+                 min(r["projector_cpu_us_per_event"] for r in runs), None, None),
+                (f"replay {be}: projector VmRSS MiB",
+                 max(r["projector_rss_mib"] or 0 for r in runs), None, None),
+            ]
+            if ref:
+                rows.append((f"replay {be} / CPU reference",
+                             f"{rate['best'] / ref['events_per_s']:.3f}", None, None))
+            if be == "sqlite":
+                rows.append(("replay sqlite / target 20,000 ev/s",
+                             f"{rate['best'] / TARGET_REPLAY_SQLITE:.2f}", None, None))
+        elif key.startswith("lag"):
+            be = "floor (bare consumer)" if key == "lag_floor" else key.removeprefix("lag_")
+            rows += [
+                (f"lag {be}: p50 ms", entry["lag_ms_p50"]["best"], entry["lag_ms_p50"]["median"],
+                 loads),
+                (f"lag {be}: p99 ms", entry["lag_ms_p99"]["best"], entry["lag_ms_p99"]["median"],
+                 None),
+                (f"lag {be}: max ms", min(r["lag_ms_max"] for r in runs), None, None),
+                (f"lag {be}: rate achieved ev/s", min(r["rate_achieved"] for r in runs), None,
+                 None),
+                (f"lag {be}: events not seen", max(r["missing"] for r in runs), None, None),
+            ]
+            if key != "lag_floor":
+                rows.append((f"lag {be}: watcher poll ms p50/p99",
+                             f"{runs[0]['watcher_poll_ms_p50']}/{runs[0]['watcher_poll_ms_p99']}",
+                             None, None))
+                floor = results.get("lag_floor")
+                if floor:
+                    rows.append((f"lag {be}: p99 minus floor p99 ms", round(
+                        entry["lag_ms_p99"]["best"] - floor["lag_ms_p99"]["best"], 1),
+                        None, None))
+                rows.append((f"lag {be}: p99 / target 50 ms",
+                             f"{entry['lag_ms_p99']['best'] / TARGET_LAG_P99_MS:.2f}",
+                             None, None))
+    for label, best, median, load in rows:
+        cells = [_cell(best), _cell(median), _cell(load)]
+        print(f"{label:<52}{cells[0]:>12}{cells[1]:>12}{cells[2]:>10}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value}"
 
 
 if __name__ == "__main__":

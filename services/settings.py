@@ -115,7 +115,13 @@ class ArtifactSettings:
 
 @dataclass(frozen=True)
 class ProjectorSettings:
-    """Batching of the projector: bigger batches replay faster, smaller ones lag less."""
+    """Batching of the projector.
+
+    ``max_batch`` bounds the records of one transaction. It matters when there is a
+    backlog (a replay, a restart): a job touched many times in one batch is written
+    once, so bigger batches replay faster. At a steady rate a batch holds what arrived
+    since the last one, far fewer.
+    """
 
     max_batch: int
     group_id: str
@@ -168,7 +174,7 @@ def load_settings() -> Settings:
         ),
         artifacts=ArtifactSettings(root=Path(_env("ARTIFACT_DIR", str(state / "artifacts")))),
         projector=ProjectorSettings(
-            max_batch=_env_int("PROJECTOR_MAX_BATCH", 2000),
+            max_batch=_env_int("PROJECTOR_MAX_BATCH", 20000),
             group_id=_env("PROJECTOR_GROUP", "projector"),
         ),
         state_dir=state,

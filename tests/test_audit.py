@@ -23,7 +23,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.audit import cli
-from services.contract.envelope import Event
+from services.contract.envelope import Event, derived_event_id
 from services.contract.kafka_io import EventProducer
 from services.contract.log_reader import end_offsets as log_end_offsets
 from services.contract.registry import EventRegistry
@@ -32,7 +32,7 @@ from services.projector.projector import PROJECTION, Projector
 from services.projector.readmodel import load_all_views, make_engine
 from services.projector.state import fold
 from services.settings import KafkaSettings
-from tests.support.histories import synthetic_log
+from tests.support.histories import HASH_B, synthetic_log
 
 pytestmark = pytest.mark.kafka
 
@@ -139,6 +139,42 @@ async def test_unknown_event_type_is_skipped_and_counted(
     # before it is counted again.
     assert skips[f"unknown:{UNKNOWN_TYPE}"] == 1
     assert set(skips) <= {f"unknown:{UNKNOWN_TYPE}", "already applied"}
+
+
+def retried_task_end(job_id: str) -> Event:
+    """A worker's TaskCompleted, with the id a retry of the same step derives again."""
+    return Event(type="TaskCompleted", job_id=job_id, producer="runner",
+                 event_id=derived_event_id(job_id, "TaskCompleted", 0),
+                 payload={"task_index": 0, "simulated_primaries": 5, "requested_primaries": 5,
+                          "result_ref": HASH_B})
+
+
+async def test_a_re_emitted_derived_event_is_skipped_in_any_later_batch(
+    kafka_settings: KafkaSettings, engine: AsyncEngine
+) -> None:
+    log = synthetic_log(seed=13, jobs=20)
+    job_id = log[0].job_id
+    ended = retried_task_end(job_id)
+    await publish(kafka_settings, [*log, ended])
+    async with running_projector(kafka_settings, engine) as projector:
+        await wait_caught_up(engine, kafka_settings)
+        async with engine.connect() as conn:
+            once = await load_all_views(conn)
+        assert once == fold([*log, ended])
+        # The retried step emits it again while the projector runs (its cache is warm)...
+        await publish(kafka_settings, [ended])
+        await wait_caught_up(engine, kafka_settings)
+        assert projector.applied_total == len(log) + 1
+    # ... and again to a projector started afresh (the stored ids alone must tell).
+    await publish(kafka_settings, [ended, *synthetic_log(seed=14, jobs=2)])
+    await project_all(kafka_settings, engine)
+    async with engine.connect() as conn:
+        views = await load_all_views(conn)
+        skips = await rm.load_skips(conn, PROJECTION)
+    assert views[job_id] == once[job_id]
+    assert views[job_id].event_count == sum(e.job_id == job_id for e in log) + 1
+    assert skips["duplicate"] == 2
+    assert len(views) == len(once) + 2
 
 
 def projector_env(kafka: KafkaSettings, db_file: Path, max_batch: int) -> dict[str, str]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.contract.envelope import Event, decode, derived_event_id, encode
+from services.contract.envelope import Event, decode, derived_event_id, encode, parse_time
 from services.contract.errors import (
     EventTooLarge,
     MalformedEvent,
@@ -18,6 +20,7 @@ from services.contract.errors import (
 from services.contract.kafka_io import EventDecoder, EventProducer
 from services.contract.registry import SCHEMA_DIR, EventRegistry, default_registry
 from services.settings import KafkaSettings
+from tests.support.histories import synthetic_log
 
 LIFE_CYCLE = {
     "JobSubmitted", "CancelRequested", "TaskScheduled", "TaskStarted", "TaskProgress",
@@ -50,6 +53,37 @@ def test_envelope_round_trips_bit_for_bit() -> None:
     assert encode(decode(raw)) == raw
     assert set(json.loads(raw)) == {"event_id", "type", "version", "job_id", "occurred_at",
                                     "producer", "correlation_id", "causation_id", "payload"}
+
+
+def test_decoded_events_are_the_events_that_were_encoded() -> None:
+    """Decoding builds events without their __init__: they must be the very same values."""
+    for event in synthetic_log(seed=3, jobs=20):
+        decoded = decode(encode(event))
+        assert decoded == event
+        assert vars(decoded) == vars(event)
+        assert decoded.occurred_at.tzinfo is UTC
+        assert replace(decoded, producer="x") == replace(event, producer="x")
+        with pytest.raises(FrozenInstanceError):
+            decoded.producer = "x"  # type: ignore[misc]
+
+
+def test_json_the_fast_parser_refuses_still_decodes_as_before() -> None:
+    """Integers beyond 64 bits and NaN are valid for the standard library's parser."""
+    event = Event(type="JobCanceled", job_id="j1", payload={"n": 2**70, "x": float("nan")},
+                  producer="api")
+    decoded = decode(encode(event))
+    assert decoded.payload["n"] == 2**70 and decoded.payload["x"] != decoded.payload["x"]
+    with pytest.raises(MalformedEvent, match="not JSON"):
+        decode(b"\xff\xfe not utf-8")
+
+
+def test_times_with_any_offset_come_back_in_utc() -> None:
+    moment = datetime(2026, 11, 1, 12, 0, 0, 5, tzinfo=UTC)
+    assert parse_time("2026-11-01T12:00:00.000005Z") == moment
+    assert parse_time("2026-11-01T13:00:00.000005+01:00") == moment
+    assert parse_time("2026-11-01T13:00:00.000005+01:00").tzinfo is UTC
+    with pytest.raises(ValueError, match="no timezone"):
+        parse_time("2026-11-01T12:00:00")
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -90,9 +90,12 @@ async def rebuild(
     result = RebuildResult()
     started = time.perf_counter()
     reader = LogReader(kafka, kafka.jobs_topic, until=until, batch=batch)
-    async for records in reader.batches():
-        await projector.apply_records(records)
-        result.records += len(records)
+    try:
+        async for records in reader.batches():
+            await projector.apply_records(records)
+            result.records += len(records)
+    finally:
+        await projector.close()
     result.stop_offsets = reader.stops
     result.seconds = time.perf_counter() - started
     result.applied = projector.applied_total

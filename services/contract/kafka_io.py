@@ -230,7 +230,7 @@ class EventDecoder:
             event = decode_event(raw)
         except MalformedEvent as exc:
             raise UnreadableRecord("malformed", f"malformed record: {exc}") from exc
-        if event.type not in self.registry.types:
+        if not self.registry.knows_type(event.type):
             raise UnreadableRecord(f"unknown:{event.type}",
                                    f"event {event.event_id} of unknown type {event.type}")
         try:

@@ -44,6 +44,11 @@ class EventRegistry:
     validators: dict[tuple[str, int], Draft202012Validator] = field(default_factory=dict)
     fast: dict[tuple[str, int], Any] = field(default_factory=dict)
     upcasters: dict[tuple[str, int], Upcaster] = field(default_factory=dict)
+    #: Newest version per type, kept in step with ``validators`` by :meth:`add_schema`
+    #: (consumers ask for every record; a scan of the schemas each time cost more
+    #: than parsing the record's JSON).
+    _newest: dict[str, int] = field(default_factory=dict, init=False, repr=False,
+                                    compare=False)
 
     @classmethod
     def from_directory(cls, directory: Path = SCHEMA_DIR) -> EventRegistry:
@@ -62,6 +67,7 @@ class EventRegistry:
         Draft202012Validator.check_schema(schema)
         self.validators[(type_, version)] = Draft202012Validator(schema)
         self.fast[(type_, version)] = jsonschema_rs.Draft202012Validator(dict(schema))
+        self._newest[type_] = max(version, self._newest.get(type_, version))
 
     def add_upcaster(self, type_: str, from_version: int, upcaster: Upcaster) -> None:
         """Register the step that turns a ``from_version`` payload into ``from_version + 1``."""
@@ -70,14 +76,18 @@ class EventRegistry:
     @property
     def types(self) -> frozenset[str]:
         """Every event type that has at least one schema."""
-        return frozenset(t for t, _ in self.validators)
+        return frozenset(self._newest)
+
+    def knows_type(self, type_: str) -> bool:
+        """Whether any version of ``type_`` has a schema (cheaper than ``in types``)."""
+        return type_ in self._newest
 
     def current_version(self, type_: str) -> int:
         """The newest version of a type (the one this code produces and folds)."""
-        versions = [v for t, v in self.validators if t == type_]
-        if not versions:
+        version = self._newest.get(type_)
+        if version is None:
             raise UnknownEventType(f"unknown event type {type_!r}")
-        return max(versions)
+        return version
 
     def is_known(self, event: Event) -> bool:
         """Whether this code can read the event (its type and version have a schema)."""
@@ -111,6 +121,8 @@ class EventRegistry:
             UnknownEventType: a step between its version and the newest is missing.
         """
         target = self.current_version(event.type)
+        if event.version == target:
+            return event
         while event.version < target:
             step = self.upcasters.get((event.type, event.version))
             if step is None:

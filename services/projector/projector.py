@@ -19,18 +19,22 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.envelope import Event
 from services.contract.kafka_io import EventDecoder, make_consumer
 from services.projector import readmodel as rm
-from services.projector.state import JobView, apply
+from services.projector.state import BatchFold, JobView
+from services.projector.transactions import Transactions
 from services.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 PROJECTION = "readmodel"
+
+#: A record, its event (None if skipped) and why it is skipped (None if not).
+Decoded = tuple[ConsumerRecord[Any, Any], Event | None, str | None]
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Projector:
         engine: AsyncEngine,
         *,
         group_id: str = "projector",
-        max_batch: int = 2000,
+        max_batch: int = 20000,
         decoder: EventDecoder | None = None,
         projection: str = PROJECTION,
     ) -> None:
@@ -78,6 +82,7 @@ class Projector:
         self.projection = projection
         self.topic = kafka.jobs_topic
         self._cache: dict[str, JobView] = {}
+        self._transactions = Transactions(engine)
         #: Held while a batch is applied; rebalance callbacks take it too, so the
         #: cache is never dropped, nor offsets read, in the middle of a batch.
         self.batch_lock = asyncio.Lock()
@@ -126,23 +131,48 @@ class Projector:
         self._consumer = make_consumer(self.kafka, group_id=self.group_id)
         self._consumer.subscribe([self.topic], listener=_Seeker(self))
         await self._consumer.start()
+        # One batch is fetched and decoded while the one before it is in its transaction:
+        # SQLite and asyncpg do their part without the GIL, so the two overlap. Batches
+        # still commit one after the other (``batch_lock``), each in its own transaction.
+        applying: asyncio.Task[BatchResult] | None = None
         try:
             while not self._stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_batch)
                 records = [r for tp_records in batch.values() for r in tp_records]
-                if records:
-                    await self.apply_records(records)
+                if not records:
+                    continue
+                decoded = self._decode(records)
+                if applying is not None:
+                    await applying  # the batch before: its error, if any, ends the run
+                applying = asyncio.create_task(self._apply_decoded(decoded))
+            if applying is not None:
+                await applying
+                applying = None
         finally:
+            if applying is not None:  # leaving on an error: let the batch in flight end
+                await asyncio.wait([applying])
+                if not applying.cancelled():
+                    applying.exception()  # reported by the error that ends the run
             await self._consumer.stop()
             self._consumer = None
+            await self.close()
+
+    async def close(self) -> None:
+        """Release the database writer (``run()`` does; callers of ``apply_records`` must)."""
+        await self._transactions.close()
+
+    def _decode(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[Decoded]:
+        return [(r, *self.decoder.decode_with_reason(r.value)) for r in records]
 
     async def apply_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> BatchResult:
         """Apply one batch of records in one transaction (the exactly-once unit)."""
-        decoded = [(r, *self.decoder.decode_with_reason(r.value)) for r in records]
+        return await self._apply_decoded(self._decode(records))
+
+    async def _apply_decoded(self, decoded: Sequence[Decoded]) -> BatchResult:
+        records = [d[0] for d in decoded]
         async with self.batch_lock:
             try:
-                async with self.engine.begin() as conn:
-                    result = await self._apply(conn, decoded)
+                result = await self._transactions.run(lambda conn: self._apply(conn, decoded))
             except BaseException:
                 self.forget_cache()  # the cache may hold views the database never got
                 raise
@@ -151,26 +181,25 @@ class Projector:
             self.positions[r.partition] = r.offset
         return result
 
-    async def _apply(
-        self,
-        conn: AsyncConnection,
-        decoded: Sequence[tuple[ConsumerRecord[Any, Any], Event | None, str | None]],
-    ) -> BatchResult:
+    def _apply(self, conn: Connection, decoded: Sequence[Decoded]) -> BatchResult:
+        """The batch's transaction (blocking; :class:`Transactions` says where it runs)."""
         result = BatchResult()
+        writers = rm.bulk_writers(conn)
         # A batch fetched before a rebalance may hold records that this or another
         # instance has applied since: the offsets stored in this transaction decide.
-        stored = await rm.load_offsets(conn, self.projection, self.topic)
+        stored = rm.fetch_offsets(conn, self.projection, self.topic)
         fresh = [d for d in decoded if d[0].offset > stored.get(d[0].partition, -1)]
         if len(fresh) < len(decoded):
             result.skipped["already applied"] += len(decoded) - len(fresh)
         decoded = fresh
         events = [e for _, e, _ in decoded if e is not None]
-        known = await rm.known_event_ids(conn, [e.event_id for e in events])
-        missing = [j for j in dict.fromkeys(e.job_id for e in events) if j not in self._cache]
+        known = writers.known_event_ids(conn, [e.event_id for e in events])
+        job_ids = list(dict.fromkeys(e.job_id for e in events))
+        missing = [j for j in job_ids if j not in self._cache]
         if missing:
-            self._cache.update(await rm.load_views(conn, missing))
-        before = {j: self._cache.get(j) for j in dict.fromkeys(e.job_id for e in events)}
-        applied_rows: list[dict[str, Any]] = []
+            self._cache.update(rm.fetch_views(conn, missing))
+        batch = BatchFold(self._cache)
+        applied_rows: list[tuple[Any, ...]] = []
         offsets: dict[int, int] = {}
         for record, event, reason in decoded:
             offsets[record.partition] = record.offset
@@ -182,55 +211,48 @@ class Projector:
                 continue
             known.add(event.event_id)
             try:
-                new = apply(self._cache.get(event.job_id), event)
+                applied = batch.apply(event)
             except (KeyError, TypeError, ValueError) as exc:
                 # Only an unvalidated foreign event can get here; skip it, never crash on it.
                 log.warning("skipping event %s the fold cannot read: %r", event.event_id, exc)
                 result.skipped[f"invalid:{event.type}"] += 1
                 continue
-            if new is None:
+            if not applied:
                 result.skipped["orphan"] += 1
                 continue
-            self._cache[event.job_id] = new
-            applied_rows.append({
-                "event_id": event.event_id, "job_id": event.job_id, "type": event.type,
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "occurred_at": event.occurred_at,
-            })
+            applied_rows.append(writers.applied_events.prepare((
+                event.event_id, event.job_id, event.type, record.topic, record.partition,
+                record.offset, event.occurred_at)))
         result.applied = len(applied_rows)
-        if applied_rows:
-            await conn.execute(insert(rm.applied_events), applied_rows)
-        await self._write_views(conn, before, result)
-        if offsets:
-            await conn.execute(
-                rm.upsert(conn, rm.projector_offsets),
-                [{"projection": self.projection, "topic": self.topic, "partition": p,
-                  "offset": o} for p, o in offsets.items()],
-            )
-        await self._count_skips(conn, result.skipped)
+        writers.applied_events.write(conn, applied_rows)
+        self._write_views(conn, writers, batch.views(), result)
+        writers.offsets.write(conn, [(self.projection, self.topic, p, o)
+                                     for p, o in offsets.items()])
+        self._count_skips(conn, result.skipped)
         return result
 
-    async def _write_views(
-        self, conn: AsyncConnection, before: dict[str, JobView | None], result: BatchResult
+    def _write_views(
+        self, conn: Connection, writers: rm.BulkWriters, after: dict[str, JobView],
+        result: BatchResult,
     ) -> None:
-        job_rows: list[dict[str, Any]] = []
-        task_rows: list[dict[str, Any]] = []
-        for job_id, old in before.items():
-            new = self._cache.get(job_id)
-            if new is None or new is old:
+        """Write the jobs the batch changed, and only their tasks that changed."""
+        job_rows: list[tuple[Any, ...]] = []
+        task_rows: list[tuple[Any, ...]] = []
+        for job_id, new in after.items():
+            old = self._cache.get(job_id)
+            if new is old:
                 continue
-            job_rows.append(rm.job_row(new))
+            self._cache[job_id] = new
+            job_rows.append(writers.job_values(new))
             old_tasks = old.tasks if old is not None else ()
             for i, task in enumerate(new.tasks):
                 if i >= len(old_tasks) or old_tasks[i] is not task:
-                    task_rows.append(rm.task_row(job_id, task))
-        if job_rows:
-            await conn.execute(rm.upsert(conn, rm.jobs), job_rows)
-        if task_rows:
-            await conn.execute(rm.upsert(conn, rm.tasks), task_rows)
+                    task_rows.append(writers.task_values(job_id, task))
+        writers.jobs.write(conn, job_rows)
+        writers.tasks.write(conn, task_rows)
         result.jobs_written = len(job_rows)
 
-    async def _count_skips(self, conn: AsyncConnection, skipped: Counter[str]) -> None:
+    def _count_skips(self, conn: Connection, skipped: Counter[str]) -> None:
         reasons = +skipped  # drop zero counts
         if not reasons:
             return
@@ -239,7 +261,7 @@ class Projector:
             index_elements=["projection", "reason"],
             set_={"count": rm.projector_skips.c.count + stmt.excluded["count"]},
         )
-        await conn.execute(
+        conn.execute(
             stmt,
             [{"projection": self.projection, "reason": r, "count": n}
              for r, n in sorted(reasons.items())],

@@ -2,7 +2,8 @@
 
 Used by the projector tests (fold in memory vs. the read model) and by the
 benchmarks. Deterministic for a given seed; per-job order is kept while jobs
-interleave, as they do on a partition.
+interleave, as they do on a partition. :func:`any_history` (a hypothesis strategy)
+draws streams that keep no order at all, for the fold's property tests.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import strategies as st
+
 from services.contract.envelope import Event
-from services.contract.jobs import split_primaries, task_seed
+from services.contract.jobs import JobState, split_primaries, task_seed
+from services.contract.registry import default_registry
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64
@@ -114,3 +118,44 @@ def synthetic_log(seed: int, jobs: int, *, duplicate_every: int = 0,
                 with_dups.append(replace(event))  # same id: a retried emit
         log = with_dups
     return log
+
+
+def example_payloads() -> dict[str, list[dict[str, object]]]:
+    """Every schema example, by event type: valid payloads of every shape the log allows."""
+    found: dict[str, list[dict[str, object]]] = {}
+    for type_, _version, example in default_registry().examples():
+        found.setdefault(type_, []).append(example)
+    return found
+
+
+@st.composite
+def any_history(draw: st.DrawFn, *, jobs: int = 3, max_events: int = 60) -> list[Event]:
+    """A few jobs' events in any order, drawn from every schema example.
+
+    Unlike :func:`synthetic_log`, nothing here follows the life cycle: events come
+    before the submission or after the end, twice (same id), for tasks a job does not
+    have, with times out of order. Each is still valid against its schema.
+    """
+    examples = example_payloads()
+    types = sorted(examples)
+    job_ids = [f"20261101-000000-job{n}" for n in range(jobs)]
+    events: list[Event] = []
+    for _ in range(draw(st.integers(0, max_events))):
+        if events and draw(st.integers(0, 9)) == 0:
+            events.append(replace(draw(st.sampled_from(events))))  # a re-emitted event
+            continue
+        type_ = draw(st.sampled_from(types))
+        payload = dict(draw(st.sampled_from(examples[type_])))
+        if "task_index" in payload:
+            payload["task_index"] = draw(st.integers(0, 3))
+        if "simulated_primaries" in payload:
+            payload["simulated_primaries"] = draw(st.integers(0, 5000))
+        if type_ == "JobSubmitted":
+            payload["ntasks"] = draw(st.integers(1, 3))
+        if type_ == "JobStateReported":
+            payload["job_state"] = draw(st.sampled_from([s.value for s in JobState]))
+        events.append(Event(
+            type=type_, job_id=draw(st.sampled_from(job_ids)), payload=payload,
+            producer="hypothesis", event_id=f"e{len(events)}",
+            occurred_at=START + timedelta(seconds=draw(st.integers(0, 600)))))
+    return events
