@@ -490,8 +490,15 @@ def _external_handle(home: Path) -> BrokerHandle | None:
     return BrokerHandle(bootstrap, None, home, None, external=True)
 
 
-def _launch(paths: _Paths, lib: Path, deadline: float) -> BrokerHandle:
-    """Configure, format if needed, spawn and await a new broker for this home."""
+def _launch(paths: _Paths, lib: Path, deadline: float, *, disposable: bool) -> BrokerHandle:
+    """Configure, format if needed, spawn and await a new broker for this home.
+
+    A `disposable` home's data is wiped first: its topics belong to test sessions that have
+    ended, and a broker must load every partition it holds before it answers (12,589
+    partitions left by earlier sessions kept a CI broker loading logs past its start timeout).
+    """
+    if disposable and paths.data.exists():
+        shutil.rmtree(paths.data)
     for directory in (paths.data, paths.logs, paths.tmp):
         directory.mkdir(parents=True, exist_ok=True)
     state = load_state(paths.state)
@@ -519,7 +526,11 @@ def _launch(paths: _Paths, lib: Path, deadline: float) -> BrokerHandle:
 
 
 def start(
-    home: Path | None = None, *, timeout: float = 90.0, jars_home: Path | None = None
+    home: Path | None = None,
+    *,
+    timeout: float = 90.0,
+    jars_home: Path | None = None,
+    disposable: bool = False,
 ) -> BrokerHandle:
     """Start the broker of `home` (default: `default_home()`), or return the running one.
 
@@ -527,7 +538,8 @@ def start(
     home is reused, a stale pid file is removed, and only otherwise a new JVM is launched.
     `jars_home` names another home whose jar cache to use (tests pass the developer's default
     home so that a temporary home does not copy the jars again). Call from sync code only: it
-    runs its own event loop.
+    runs its own event loop. `disposable` (test homes only) wipes the data of a broker that has
+    to be launched anew; a running broker is reused with its data either way.
     """
     paths = _Paths(_resolve_home(home))
     started = time.monotonic()
@@ -543,7 +555,7 @@ def start(
             handle = _running_handle(paths, pid)
             _wait_ready(handle, deadline)
             return handle
-        handle = _launch(paths, lib, deadline)
+        handle = _launch(paths, lib, deadline, disposable=disposable)
     LOG.info(
         "Kafka broker ready at %s (pid %s) after %.1f s",
         handle.bootstrap, handle.pid, time.monotonic() - started,

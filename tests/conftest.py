@@ -8,12 +8,14 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
@@ -30,20 +32,45 @@ TEST_PG_HOME = Path(os.environ.get("SIMJOBS_TEST_PG_HOME",
                                    Path.home() / ".cache" / "simjobs" / "postgres-test"))
 
 
+# Every topic prefix this session has handed out; its topics are deleted when it ends.
+_SESSION_PREFIXES: set[str] = set()
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap() -> Iterator[str]:
     """The session's broker (the project's own test broker, or SIMJOBS_KAFKA_BOOTSTRAP's).
 
     It is left running at the end: another test session may be using it (stopping it
     would pull the broker from under that session), and the next session starts
-    faster. ``make down`` stops it.
+    faster. ``make down`` stops it. A broker launched anew starts on empty data, and the
+    session deletes its own topics at the end, so sessions never pile partitions up.
     """
-    return kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home()).bootstrap
+    broker = kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home(),
+                                disposable=True)
+    yield broker.bootstrap
+    asyncio.run(delete_session_topics(broker.bootstrap, frozenset(_SESSION_PREFIXES)))
+
+
+async def delete_session_topics(bootstrap: str, prefixes: frozenset[str]) -> int:
+    """Delete the topics under `prefixes` (and nothing else: a concurrent session's topics
+    stay); returns how many were deleted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60_000)
+    await admin.start()
+    try:
+        ours = sorted(topic for topic in await admin.list_topics()
+                      if topic.split(".", 1)[0] in prefixes)
+        for start in range(0, len(ours), 500):
+            await admin.delete_topics(ours[start:start + 500], timeout_ms=60_000)
+        return len(ours)
+    finally:
+        await admin.close()
 
 
 def new_prefix() -> str:
-    """A topic prefix no other test uses."""
-    return f"t{uuid.uuid4().hex[:12]}"
+    """A topic prefix no other test uses (deleted with its topics when the session ends)."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    _SESSION_PREFIXES.add(prefix)
+    return prefix
 
 
 async def fresh_topics(bootstrap: str, *, tasks_partitions: int = 4,

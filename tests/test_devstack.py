@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack import kafka_broker, postgres, process_alive
+from services.contract.topics import topic_specs
+from tests.conftest import delete_session_topics, fresh_topics
 
 
 def _gone(pid: int | None) -> bool:
@@ -98,6 +100,43 @@ def test_broker_stop_then_restart_keeps_topics(kafka_home: Path) -> None:
     after = _start_broker(kafka_home)
     assert after.pid != before.pid
     assert "devstack-kept" in _wait_for_topic(after.bootstrap, "devstack-kept")
+
+
+@pytest.mark.kafka
+def test_disposable_broker_reuses_a_running_one_but_launches_on_empty_data(
+    kafka_home: Path,
+) -> None:
+    running = _start_broker(kafka_home)
+    asyncio.run(_create_topic(running.bootstrap, "devstack-left-over"))
+    assert "devstack-left-over" in _wait_for_topic(running.bootstrap, "devstack-left-over")
+    reused = kafka_broker.start(kafka_home, jars_home=kafka_broker.default_home(),
+                                disposable=True)
+    assert reused == running
+    assert "devstack-left-over" in asyncio.run(_list_topics(reused.bootstrap))
+
+    assert kafka_broker.stop(kafka_home) is True
+    fresh = kafka_broker.start(kafka_home, jars_home=kafka_broker.default_home(),
+                               disposable=True)
+    assert fresh.pid != running.pid
+    asyncio.run(_create_topic(fresh.bootstrap, "devstack-marker"))
+    topics = _wait_for_topic(fresh.bootstrap, "devstack-marker")
+    assert "devstack-left-over" not in topics
+
+
+@pytest.mark.kafka
+def test_a_session_deletes_its_own_topics_and_no_other(kafka_bootstrap: str) -> None:
+    ours = asyncio.run(fresh_topics(kafka_bootstrap))
+    theirs = asyncio.run(fresh_topics(kafka_bootstrap))
+    deleted = asyncio.run(delete_session_topics(kafka_bootstrap,
+                                                frozenset({ours.topic_prefix})))
+    assert deleted == len(topic_specs(ours))
+    deadline = time.monotonic() + 15.0
+    topics = asyncio.run(_list_topics(kafka_bootstrap))
+    while ours.jobs_topic in topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+        topics = asyncio.run(_list_topics(kafka_bootstrap))
+    assert ours.jobs_topic not in topics and ours.tasks_topic not in topics
+    assert theirs.jobs_topic in topics and theirs.tasks_topic in topics
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
