@@ -26,7 +26,6 @@ test: lint
 unit: bootstrap
 	.venv/bin/pytest -m "not kafka and not postgres and not slurm" -k "not postgres"
 
+# Every benchmark, then one table (also bench/results/summary.json); see bench/summary.py.
 bench: bootstrap
-	$(PY) -m bench.projector_bench
-	$(PY) -m bench.api_bench
-	$(PY) -m bench.slurm_bench
+	$(PY) -m bench.summary --run
