@@ -1,0 +1,62 @@
+"""The fault-injection suite's tally: every job checked and fault injected, printed at the end.
+
+Each test records what it injected and what it found; the session-end summary is written to
+``<basetemp>/faults-report.txt`` and printed in pytest's terminal summary so it can be pasted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class FaultRow:
+    """One injected fault and what the jobs running through it showed."""
+
+    fault: str
+    jobs: int = 0
+    completed: int = 0
+    results_equal: int = 0
+    lost_events: int = 0
+    doubled_events: int = 0
+    verify_ok: bool = False
+
+
+@dataclass
+class Tally:
+    rows: list[FaultRow] = field(default_factory=list)
+
+    def render(self) -> str:
+        head = (f"{'fault':<28} {'jobs':>4} {'done':>4} {'equal':>5} {'lost':>4} "
+                f"{'twice':>5} verify")
+        lines = ["fault-injection report", head]
+        for r in self.rows:
+            lines.append(f"{r.fault:<28} {r.jobs:>4} {r.completed:>4} {r.results_equal:>5} "
+                         f"{r.lost_events:>4} {r.doubled_events:>5} "
+                         f"{'ok' if r.verify_ok else 'FAIL'}")
+        jobs = sum(r.jobs for r in self.rows)
+        losses = sum(r.lost_events + (r.jobs - r.completed) for r in self.rows)
+        lines.append(f"faults injected: {len(self.rows)}, jobs: {jobs}, losses: {losses}")
+        return "\n".join(lines)
+
+
+TALLY = Tally()
+
+
+@pytest.fixture(scope="session")
+def fault_tally() -> Tally:
+    return TALLY
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TALLY.rows:
+        return
+    text = TALLY.render()
+    base = Path(str(terminalreporter.config._tmp_path_factory.getbasetemp()))  # type: ignore[attr-defined]
+    (base / "faults-report.txt").write_text(text + "\n")
+    terminalreporter.write_sep("=", "faults")
+    terminalreporter.write_line(text)
+    terminalreporter.write_line(f"(written to {base / 'faults-report.txt'})")
