@@ -18,13 +18,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from devstack import process_alive
+from devstack import kafka_broker, postgres, process_alive
 from devstack.stack import ROOT, Stack
 from services.artifacts.store import ArtifactStore
 from services.simulators.merge import TaskResult, merge_results
@@ -191,3 +194,93 @@ async def test_sigkill_of_a_runner(stack: Stack, fault_tally: Tally) -> None:
 async def test_sigkill_of_the_projector(stack: Stack, fault_tally: Tally) -> None:
     await run_fault(stack, fault_tally, "SIGKILL projector", "projector")
 
+
+
+# --- restarts of the broker and the database: a stack on its own broker and PostgreSQL -----
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A broker of this module's own (never the shared test broker): it gets restarted."""
+    home = tmp_path_factory.mktemp("kafka-own")
+    kafka_broker.start(home, jars_home=kafka_broker.default_home(), disposable=True)
+    try:
+        yield home
+    finally:
+        kafka_broker.stop(home)
+
+
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A PostgreSQL server of this module's own (never the shared one): it gets restarted."""
+    home = tmp_path_factory.mktemp("pg-own")
+    postgres.start(home)
+    try:
+        yield home
+    finally:
+        postgres.stop(home)
+
+
+@pytest.fixture(scope="module")
+async def own_stack(own_broker: Path, own_postgres: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """The stack on the module's own broker, with its read model on its own PostgreSQL."""
+    FAKE_SIMULATOR.chmod(FAKE_SIMULATOR.stat().st_mode | 0o111)
+    broker = await asyncio.to_thread(kafka_broker.start, own_broker,
+                                     jars_home=kafka_broker.default_home())
+    server = await asyncio.to_thread(postgres.start, own_postgres)
+    config = stack_config(broker.bootstrap, tmp_path_factory.mktemp("faults-own"),
+                          api_workers=1, runners=2)
+    config.env["FAKE_SIM_STEP_SECONDS"] = "0.05"  # type: ignore[index]
+    config.env["SIMJOBS_DATABASE_URL"] = await asyncio.to_thread(  # type: ignore[index]
+        postgres.create_database, server, f"f_{uuid.uuid4().hex[:12]}")
+    async with launched(config) as s:
+        yield s
+
+
+async def run_restart(stack: Stack, tally: Tally, fault: str,
+                      restart_it: Callable[[], None],
+                      while_down: Callable[[Client], Awaitable[None]] | None = None) -> None:
+    """Submit jobs, restart a dependency once their tasks run, check the outcome."""
+    row = FaultRow(fault)
+    tally.rows.append(row)
+    client = Client(stack)
+    try:
+        await client.login(f"faults-{len(tally.rows)}")
+        job_ids = [await client.submit(f"{fault}-{i}") for i in range(JOBS)]
+        await client.until_running(job_ids[0])
+        await asyncio.to_thread(restart_it)
+        if while_down is not None:
+            await while_down(client)
+        await check_jobs(stack, client, job_ids, row)
+        assert all(stack.pids(s) for s in ("api", "runner", "projector")), stack.exited()
+    finally:
+        await client.http.close()
+
+
+async def test_restart_of_the_kafka_broker(own_stack: Stack, own_broker: Path,
+                                           fault_tally: Tally) -> None:
+    def restart_broker() -> None:
+        kafka_broker.stop(own_broker)
+        time.sleep(2.0)
+        kafka_broker.start(own_broker, jars_home=kafka_broker.default_home())
+
+    await run_restart(own_stack, fault_tally, "restart kafka broker", restart_broker)
+
+
+async def test_restart_of_postgresql(own_stack: Stack, own_postgres: Path,
+                                     fault_tally: Tally) -> None:
+    down: dict[str, Any] = {}
+
+    def stop_db() -> None:
+        postgres.stop(own_postgres)
+
+    async def probe_then_start(client: Client) -> None:
+        status, body = await client.request("GET", "/jobs/direct",
+                                            params={"job_id": "x" * 32})
+        down.update(status=status, body=body)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(postgres.start, own_postgres)
+
+    await run_restart(own_stack, fault_tally, "restart postgresql", stop_db, probe_then_start)
+    assert down["status"] == 503, down
