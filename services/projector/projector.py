@@ -26,7 +26,12 @@ from services.contract.envelope import Event
 from services.contract.kafka_io import EventDecoder, make_consumer
 from services.projector import readmodel as rm
 from services.projector.state import BatchFold, JobView
-from services.projector.transactions import Transactions
+from services.projector.transactions import (
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    Transactions,
+    transient,
+)
 from services.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -171,11 +176,22 @@ class Projector:
     async def _apply_decoded(self, decoded: Sequence[Decoded]) -> BatchResult:
         records = [d[0] for d in decoded]
         async with self.batch_lock:
-            try:
-                result = await self._transactions.run(lambda conn: self._apply(conn, decoded))
-            except BaseException:
-                self.forget_cache()  # the cache may hold views the database never got
-                raise
+            delay = RETRY_FIRST_S
+            while True:
+                try:
+                    result = await self._transactions.run(
+                        lambda conn: self._apply(conn, decoded))
+                    break
+                except BaseException as exc:
+                    self.forget_cache()  # the cache may hold views the database never got
+                    if self._stop.is_set() or not transient(exc):
+                        raise
+                    log.warning("read model unavailable (%s: %s); batch of %d records "
+                                "retried in %.1f s", type(exc).__name__,
+                                str(exc).splitlines()[0] if str(exc) else "", len(records),
+                                delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         self.applied_total += result.applied
         for r in records:
             self.positions[r.partition] = r.offset

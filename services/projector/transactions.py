@@ -25,12 +25,36 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.projector import readmodel as rm
 
 T = TypeVar("T")
+
+
+#: Backoff between attempts of a batch while the database is unreachable (seconds).
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed transaction may succeed if tried again: the server went away.
+
+    A restarting PostgreSQL refuses connections (``ConnectionError``), answers "the database
+    system is shutting down" (an ``OperationalError``), or drops the connection in use
+    (``connection_invalidated``); asyncpg raises its own connection and "operator
+    intervention" errors (class 08 and 57: admin shutdown, cannot connect now) unwrapped
+    when the pool connects. A retry is safe because a batch is one transaction
+    that stores its offsets: a batch that did commit before the error is skipped by
+    the offsets the retry reads. Anything else (a constraint, a bug) is not retried.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError
+                  | PostgresConnectionError | OperatorInterventionError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class Transactions:
