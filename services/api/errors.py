@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.projector.transactions import transient
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -21,6 +23,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Messages the framework produces in the original API (kept for compatibility).
 NOT_UNDERSTOOD = "The browser (or proxy) sent a request that this server could not understand."
 METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
 def reply(message: str, status: int = 200, **extra: Any) -> web.Response:
@@ -128,6 +131,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if transient(exc):  # the read model's server is down or restarting
+            log.warning("read model unavailable on %s %s: %s", request.method, request.path,
+                        type(exc).__name__)
+            return ServiceUnavailable(DATABASE_UNAVAILABLE).response()
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"message": "Internal server error"}, status=500)
