@@ -22,6 +22,7 @@ from devstack import kafka_broker, postgres
 from services.contract.topics import ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings
+from tests.support.fault_tally import write_summary
 
 # Consumers re-validate every event (the default; a test session must not inherit a 0).
 os.environ["SIMJOBS_VALIDATE_ON_CONSUME"] = "1"
@@ -110,3 +111,8 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(db_url)
     yield engine
     await engine.dispose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection report (tests marked ``faults``), pasted from the end of a run."""
+    write_summary(terminalreporter)

@@ -89,3 +89,19 @@ async def test_a_sqlite_batch_holds_the_write_lock_from_its_first_read(tmp_path:
         assert await stored(engine) == {0: 1}
     finally:
         await engine.dispose()
+
+
+def test_only_errors_of_a_server_that_went_away_are_transient() -> None:
+    """The projector retries these (and the API answers 503); anything else still fails."""
+    from asyncpg.exceptions import CannotConnectNowError, UniqueViolationError
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from services.projector.transactions import transient
+
+    assert transient(CannotConnectNowError("the database system is shutting down"))
+    assert transient(ConnectionRefusedError(111, "Connect call failed"))
+    assert transient(OperationalError("SELECT 1", {}, Exception("gone")))
+    assert not transient(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not transient(UniqueViolationError("duplicate key"))
+    assert not transient(FileNotFoundError("artifact"))
+    assert not transient(ValueError("bad event"))

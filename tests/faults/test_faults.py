@@ -31,8 +31,8 @@ from devstack import kafka_broker, postgres, process_alive
 from devstack.stack import ROOT, Stack
 from services.artifacts.store import ArtifactStore
 from services.simulators.merge import TaskResult, merge_results
-from tests.faults.conftest import FaultRow, Tally
 from tests.runner.conftest import FAKE_SIMULATOR, beam, of_type
+from tests.support.fault_tally import TALLY, FaultRow, Tally
 from tests.test_stack import job_events, kafka_of, launched, port, stack_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -183,16 +183,16 @@ async def run_fault(stack: Stack, tally: Tally, fault: str, service: str,
         await client.http.close()
 
 
-async def test_sigkill_of_the_api(stack: Stack, fault_tally: Tally) -> None:
-    await run_fault(stack, fault_tally, "SIGKILL api", "api")
+async def test_sigkill_of_the_api(stack: Stack) -> None:
+    await run_fault(stack, TALLY, "SIGKILL api", "api")
 
 
-async def test_sigkill_of_a_runner(stack: Stack, fault_tally: Tally) -> None:
-    await run_fault(stack, fault_tally, "SIGKILL runner", "runner", "runner-1")
+async def test_sigkill_of_a_runner(stack: Stack) -> None:
+    await run_fault(stack, TALLY, "SIGKILL runner", "runner", "runner-1")
 
 
-async def test_sigkill_of_the_projector(stack: Stack, fault_tally: Tally) -> None:
-    await run_fault(stack, fault_tally, "SIGKILL projector", "projector")
+async def test_sigkill_of_the_projector(stack: Stack) -> None:
+    await run_fault(stack, TALLY, "SIGKILL projector", "projector")
 
 
 
@@ -259,17 +259,17 @@ async def run_restart(stack: Stack, tally: Tally, fault: str,
 
 
 async def test_restart_of_the_kafka_broker(own_stack: Stack, own_broker: Path,
-                                           fault_tally: Tally) -> None:
+                                           ) -> None:
     def restart_broker() -> None:
         kafka_broker.stop(own_broker)
         time.sleep(2.0)
         kafka_broker.start(own_broker, jars_home=kafka_broker.default_home())
 
-    await run_restart(own_stack, fault_tally, "restart kafka broker", restart_broker)
+    await run_restart(own_stack, TALLY, "restart kafka broker", restart_broker)
 
 
 async def test_restart_of_postgresql(own_stack: Stack, own_postgres: Path,
-                                     fault_tally: Tally) -> None:
+                                     ) -> None:
     down: dict[str, Any] = {}
 
     def stop_db() -> None:
@@ -282,5 +282,5 @@ async def test_restart_of_postgresql(own_stack: Stack, own_postgres: Path,
         await asyncio.sleep(2.0)
         await asyncio.to_thread(postgres.start, own_postgres)
 
-    await run_restart(own_stack, fault_tally, "restart postgresql", stop_db, probe_then_start)
+    await run_restart(own_stack, TALLY, "restart postgresql", stop_db, probe_then_start)
     assert down["status"] == 503, down

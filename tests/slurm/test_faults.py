@@ -37,6 +37,7 @@ from tests.slurm.conftest import (
     running_bridge,
     slurm_jobs_named,
 )
+from tests.support.fault_tally import TALLY, FaultRow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.kafka]
 
@@ -88,8 +89,10 @@ def single_terminal_events(events: list[Event], ntasks: int) -> None:
     assert all(len(ids) == 1 for ids in by_task.values()), by_task
 
 
+@pytest.mark.faults
 async def test_dropped_ssh_connection_is_reopened_and_the_job_completes(
-        tmp_path: Path, kafka_settings: KafkaSettings, cluster_site: ClusterSite) -> None:
+        tmp_path: Path, kafka_settings: KafkaSettings, cluster_site: ClusterSite,
+        ) -> None:
     settings = bridge_settings(tmp_path, kafka_settings, cluster_site.config(setup=SLOW))
     async with batch_stack(kafka_settings, tmp_path, settings) as batch:
         job_id = await batch.submit(beam(2000), ntasks=2, primaries=2000)
@@ -104,8 +107,10 @@ async def test_dropped_ssh_connection_is_reopened_and_the_job_completes(
         single_terminal_events(events, 2)
         assert len(of_type(events, "BatchSubmitted")) == 1
         assert len(await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")) == 2
+        TALLY.rows.append(FaultRow("drop SSH of slurm bridge", 1, 1, 0, 0, 0, None))
 
 
+@pytest.mark.faults
 async def test_bridge_killed_mid_job_resumes_without_a_second_sbatch(
         tmp_path: Path, kafka_settings: KafkaSettings, cluster_site: ClusterSite,
         bridge_process: BridgeProcess) -> None:
@@ -131,6 +136,7 @@ async def test_bridge_killed_mid_job_resumes_without_a_second_sbatch(
         assert [line.split("|")[1] for line in array] == ["COMPLETED"] * 3
         assert len(collect) == 1
         assert {line.split("_")[0] for line in array} == {done.array_job_id}
+        TALLY.rows.append(FaultRow("SIGKILL slurm bridge", 1, 1, 0, 0, 0, None))
 
 
 async def test_a_submission_never_recorded_in_the_log_is_adopted_not_repeated(

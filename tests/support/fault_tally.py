@@ -1,6 +1,6 @@
-"""The fault-injection suite's tally: every job checked and fault injected, printed at the end.
+"""The fault-injection tally (marker ``faults``): jobs checked and faults injected.
 
-Each test records what it injected and what it found; the session-end summary is written to
+Each fault test records what it injected and found; the session-end summary is written to
 ``<basetemp>/faults-report.txt`` and printed in pytest's terminal summary so it can be pasted.
 """
 
@@ -22,7 +22,7 @@ class FaultRow:
     results_equal: int = 0
     lost_events: int = 0
     doubled_events: int = 0
-    verify_ok: bool = False
+    verify_ok: bool | None = False  # None: not run (no read model of the audit's kind)
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Tally:
         for r in self.rows:
             lines.append(f"{r.fault:<28} {r.jobs:>4} {r.completed:>4} {r.results_equal:>5} "
                          f"{r.lost_events:>4} {r.doubled_events:>5} "
-                         f"{'ok' if r.verify_ok else 'FAIL'}")
+                         f"{ {True: 'ok', False: 'FAIL', None: 'n/a'}[r.verify_ok] }")
         jobs = sum(r.jobs for r in self.rows)
         losses = sum(r.lost_events + (r.jobs - r.completed) for r in self.rows)
         lines.append(f"faults injected: {len(self.rows)}, jobs: {jobs}, losses: {losses}")
@@ -46,12 +46,8 @@ class Tally:
 TALLY = Tally()
 
 
-@pytest.fixture(scope="session")
-def fault_tally() -> Tally:
-    return TALLY
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The report at the end of the session (called by tests/conftest.py's hook)."""
     if not TALLY.rows:
         return
     text = TALLY.render()
