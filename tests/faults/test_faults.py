@@ -150,6 +150,7 @@ async def check_jobs(stack: Stack, client: Client, job_ids: list[str], row: Faul
         row.lost_events += len(set(range(NTASKS)) - set(indexes))
         row.doubled_events += len(indexes) - len(set(indexes))
         assert indexes == list(range(NTASKS)), indexes
+        row.rerun_tasks += len(of_type(events, "TaskStarted")) - NTASKS
         (done,) = of_type(events, "JobCompleted")
         merged = artifacts.get_json(done.payload["result_ref"])
         by_index = sorted(completed, key=lambda e: e.payload["task_index"])

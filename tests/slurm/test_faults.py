@@ -107,7 +107,7 @@ async def test_dropped_ssh_connection_is_reopened_and_the_job_completes(
         single_terminal_events(events, 2)
         assert len(of_type(events, "BatchSubmitted")) == 1
         assert len(await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")) == 2
-        TALLY.rows.append(FaultRow("drop SSH of slurm bridge", 1, 1, 0, 0, 0, None))
+        TALLY.rows.append(FaultRow("drop SSH of slurm bridge", 1, 1, 0, 0, 0, verify_ok=None))
 
 
 @pytest.mark.faults
@@ -136,7 +136,7 @@ async def test_bridge_killed_mid_job_resumes_without_a_second_sbatch(
         assert [line.split("|")[1] for line in array] == ["COMPLETED"] * 3
         assert len(collect) == 1
         assert {line.split("_")[0] for line in array} == {done.array_job_id}
-        TALLY.rows.append(FaultRow("SIGKILL slurm bridge", 1, 1, 0, 0, 0, None))
+        TALLY.rows.append(FaultRow("SIGKILL slurm bridge", 1, 1, 0, 0, 0, verify_ok=None))
 
 
 async def test_a_submission_never_recorded_in_the_log_is_adopted_not_repeated(

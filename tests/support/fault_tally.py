@@ -22,6 +22,7 @@ class FaultRow:
     results_equal: int = 0
     lost_events: int = 0
     doubled_events: int = 0
+    rerun_tasks: int = 0  # task starts beyond one per task: work taken over after the fault
     verify_ok: bool | None = False  # None: not run (no read model of the audit's kind)
 
 
@@ -31,11 +32,11 @@ class Tally:
 
     def render(self) -> str:
         head = (f"{'fault':<28} {'jobs':>4} {'done':>4} {'equal':>5} {'lost':>4} "
-                f"{'twice':>5} verify")
+                f"{'twice':>5} {'rerun':>5} verify")
         lines = ["fault-injection report", head]
         for r in self.rows:
             lines.append(f"{r.fault:<28} {r.jobs:>4} {r.completed:>4} {r.results_equal:>5} "
-                         f"{r.lost_events:>4} {r.doubled_events:>5} "
+                         f"{r.lost_events:>4} {r.doubled_events:>5} {r.rerun_tasks:>5} "
                          f"{ {True: 'ok', False: 'FAIL', None: 'n/a'}[r.verify_ok] }")
         jobs = sum(r.jobs for r in self.rows)
         losses = sum(r.lost_events + (r.jobs - r.completed) for r in self.rows)
