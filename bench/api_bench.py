@@ -20,7 +20,9 @@ What it does:
 ``--profile`` (or ``API_BENCH_PROFILE=1``) runs the API under cProfile and prints its top
 functions (all workers together) after the API has stopped (the profiles are kept in the
 state dir). CPU columns: CPU time of each process during the phase / phase wall time
-(100 % = 1 core); the api column adds up every API worker.
+(100 % = 1 core); the api column adds up every API worker. Every process of the stack is
+on this machine, so the columns together show where the 2 cores go (the usage worker
+costs about as much CPU a job as the API does).
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def api_summed(values: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    names = ["api", "projector", "broker", "loadgen"]
+    names = ["api", "projector", "usage", "broker", "loadgen"]
     head = (f"{'phase':<6}{'conc':>5}{'sent':>7}{'ok':>7}{'err':>5}{'wall s':>8}"
             f"{'ok/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}  "
             + " ".join(f"{n[:6] + ' %':>8}" for n in names) + f"{'api ms/req':>11}")
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.services.up()
         log(f"state {state_dir}, topics {prefix}.*, API {base}")
         cookie = asyncio.run(login(base))
-        pids = {name: pid for service in ("api", "projector")
+        pids = {name: pid for service in ("api", "projector", "usage")
                 for name, pid in stack.services.pids(service).items()}
         if stack.broker_pid is not None:
             pids["broker"] = stack.broker_pid

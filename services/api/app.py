@@ -21,9 +21,11 @@ from services.api.auth import (
     LOGIN_LIMITER,
     SECRETS,
     SESSION_CACHE,
+    TOKEN_CACHE,
     KeycloakVerifier,
     LoginLimiter,
     SessionCache,
+    TokenCache,
     auth_metadata,
     load_secrets,
 )
@@ -175,6 +177,7 @@ def create_app(settings: Settings, api: ApiSettings | None = None,
     app[SECRETS] = load_secrets(settings.state_dir, api)
     app[LOGIN_LIMITER] = LoginLimiter(api.login_max_failures, api.login_window_seconds)
     app[SESSION_CACHE] = SessionCache(api.session_cache_seconds)
+    app[TOKEN_CACHE] = TokenCache()
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([database_ctx, artifacts_ctx, producer_ctx, http_client_ctx,
                             waiter_ctx, health_ctx, live_feed_ctx])

@@ -45,7 +45,6 @@ from services.api.auth import SECRETS, User, check_update_key, require_keycloak_
 from services.api.common import (
     API_SETTINGS,
     ARTIFACTS,
-    ENGINE,
     PRODUCER,
     PRODUCER_NAME,
     http_date,
@@ -314,7 +313,7 @@ async def _batch_submitted(request: web.Request, job_id: str) -> web.Response:
     bound = request.app[API_SETTINGS].batch_submit_wait_seconds
     if bound > 0 and await request.app[WAITER].wait(job_id, submitted=True,
                                                     bound_seconds=bound):
-        job = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+        job = await find_job(request.app[WAITER], job_id)
         if job is not None and job.state is JobState.FAILED:
             raise SubmissionFailed(f"Job submission failed: {job.failure_reason}",
                                    job_id=job_id)
@@ -435,7 +434,7 @@ async def _worker_job(request: web.Request, job_id: object, key: object) -> JobV
     if not isinstance(job_id, str) or not job_id:
         raise BadRequest("Wrong data provided: the job id must be a string")
     check_update_key(key, job_id, request.app[SECRETS])
-    job = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+    job = await find_job(request.app[WAITER], job_id)
     if job is None:
         raise BadRequest(f"Simulation {job_id} does not exist")
     if job.state.terminal:

@@ -83,7 +83,7 @@ async def delete_simulation(request: web.Request) -> web.Response:
     job_id = params.get("job_id")
     if not job_id:
         raise BadRequest("Wrong data provided", job_id=["Missing data for required field."])
-    job = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+    job = await find_job(request.app[WAITER], job_id)
     if job is None or job.owner != user.owner:
         raise NotFound(f"Simulation with job_id={job_id} do not exist")
     if job.state not in DELETABLE:

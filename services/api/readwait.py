@@ -28,11 +28,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api.common import ENGINE
 from services.api.errors import JobNotFound
 from services.contract.envelope import utc_now
 from services.contract.jobs import JobState
-from services.projector.readmodel import jobs, load_views
+from services.projector.reader import ViewReader
+from services.projector.readmodel import jobs
 from services.projector.state import JobView
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class JobWaiter:
     def __init__(self, engine: AsyncEngine, bound_seconds: float,
                  poll_seconds: float = 0.05) -> None:
         self.engine = engine
+        #: How handlers read views (one thread call a read on SQLite).
+        self.reader = ViewReader(engine)
         self.bound_seconds = bound_seconds
         self.poll_seconds = poll_seconds
         self._published: dict[str, float] = {}
@@ -151,18 +153,17 @@ class JobWaiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await asyncio.to_thread(self.reader.close)
 
 
 WAITER = web.AppKey("job_waiter", JobWaiter)
 
 
-async def find_job(engine: AsyncEngine, waiter: JobWaiter, job_id: str) -> JobView | None:
+async def find_job(waiter: JobWaiter, job_id: str) -> JobView | None:
     """The job's view, waiting (bounded) for the projector if the job may be just accepted."""
-    async with engine.connect() as conn:
-        view = (await load_views(conn, [job_id])).get(job_id)
+    view = (await waiter.reader.views([job_id])).get(job_id)
     if view is None and waiter.worth_waiting(job_id) and await waiter.wait(job_id):
-        async with engine.connect() as conn:
-            view = (await load_views(conn, [job_id])).get(job_id)
+        view = (await waiter.reader.views([job_id])).get(job_id)
     return None if view is None or view.deleted else view
 
 
@@ -173,7 +174,7 @@ async def owned_job(request: web.Request, owner: str, job_id: str,
     Raises:
         JobNotFound: no such job for this caller.
     """
-    view = await find_job(request.app[ENGINE], request.app[WAITER], job_id)
+    view = await find_job(request.app[WAITER], job_id)
     if view is None or view.owner != owner or (platform and view.platform != platform):
         raise JobNotFound()
     return view

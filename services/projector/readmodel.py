@@ -203,17 +203,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def sqlite_file_engine(engine: AsyncEngine) -> Engine | None:
+def sqlite_file_engine(engine: AsyncEngine, pool_size: int = 5) -> Engine | None:
     """A blocking (pysqlite) engine on the same SQLite file as ``engine``, with its pragmas.
 
     None when ``engine`` is not SQLite on a file (an in-memory database is private to
-    its connection, so a second engine would see another database).
+    its connection, so a second engine would see another database). ``pool_size``: the
+    connections kept open; one more thread than that at once opens (and sets up) a new
+    connection for each use.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     sync = create_engine(url.set(drivername="sqlite+pysqlite"),
-                         connect_args={"timeout": 30, "check_same_thread": False})
+                         connect_args={"timeout": 30, "check_same_thread": False},
+                         pool_size=pool_size)
     event.listen(sync, "connect", _sqlite_pragmas)
     return sync
 
