@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from services.contract.envelope import Event, encode
 from services.contract.envelope import decode as decode_event
@@ -60,10 +65,12 @@ class EventProducer:
         *,
         registry: EventRegistry | None = None,
         request_timeout_ms: int = 15000,
+        retry_seconds: float = 30.0,
     ) -> None:
         self.settings = settings
         self.registry = registry or default_registry()
         self._request_timeout_ms = request_timeout_ms
+        self._retry_seconds = retry_seconds
         self._producer = self._new_producer()
         self._started = False
         self.sent: Counter[str] = Counter()
@@ -139,14 +146,8 @@ class EventProducer:
         records = [(e, self._record(e)) for e in events]
         if not self._started:
             raise PublishFailed(f"not connected to Kafka at {self.settings.bootstrap_servers}")
-        try:
-            futures = [
-                await self._producer.send(target, raw, key=e.job_id.encode())
-                for e, raw in records
-            ]
-            metas = await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise PublishFailed(f"Kafka did not accept events for {target}: {exc}") from exc
+        keyed = [(raw, e.job_id.encode(), None) for e, raw in records]
+        metas = await self._send_retrying(target, keyed, what="events")
         for e, _ in records:
             self.sent[e.type] += 1
             EVENTS_PRODUCED.labels(e.type).inc()
@@ -174,13 +175,55 @@ class EventProducer:
             keyed.append((decode_event(raw).job_id.encode(), raw, list(headers)))
         if not self._started:
             raise PublishFailed(f"not connected to Kafka at {self.settings.bootstrap_servers}")
-        try:
-            futures = [await self._producer.send(topic, raw, key=key, headers=headers)
-                       for key, raw, headers in keyed]
-            metas = await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise PublishFailed(f"Kafka did not accept records for {topic}: {exc}") from exc
+        metas = await self._send_retrying(
+            topic, [(raw, key, headers) for key, raw, headers in keyed], what="records")
         return [Published(m.topic, m.partition, m.offset) for m in metas]
+
+    async def _send_retrying(
+        self, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]] | None]],
+        *, what: str,
+    ) -> list[Any]:
+        """Send and await acks, riding out a broker restart or a leader election.
+
+        A retriable error (no leader, timeout, connection lost) is retried with backoff for up
+        to ``retry_seconds``; an error that leaves the idempotent producer's sequence state
+        unusable (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch: seen
+        after the broker restarts) replaces the client, whose new producer id starts fresh.
+        The whole batch is sent again, so an event that did land the first time is written
+        twice with the same ``event_id``; every consumer skips an id it has applied. Anything
+        else, or the window running out, raises :class:`PublishFailed`.
+        """
+        deadline = asyncio.get_running_loop().time() + self._retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                futures = [await self._producer.send(topic, raw, key=key, headers=headers)
+                           for raw, key, headers in records]
+                return list(await asyncio.gather(*futures))
+            except KafkaError as exc:
+                fatal_state = isinstance(exc, _PRODUCER_STATE_ERRORS)
+                if not (exc.retriable or fatal_state):
+                    raise PublishFailed(f"Kafka did not accept {what} for {topic}: {exc}") from exc
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise PublishFailed(f"Kafka did not accept {what} for {topic} within "
+                                        f"{self._retry_seconds:.0f} s: {exc!r}") from exc
+                log.warning("publish to %s failed (%r); retrying in %.1f s%s", topic, exc,
+                            delay, ", with a new producer" if fatal_state else "")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if fatal_state:
+                    await self._replace_producer()
+
+    async def _replace_producer(self) -> None:
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            await old.stop()
+        except KafkaError as exc:  # its pending sends have failed already
+            log.warning("stopping the old producer: %r", exc)
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            log.warning("new producer not connected yet: %r", exc)  # send() retries the connect
 
 
 @dataclass
@@ -265,3 +308,7 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+# Errors after which an idempotent producer's sequence numbers are no longer accepted.
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
