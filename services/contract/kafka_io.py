@@ -46,6 +46,9 @@ from services.settings import (
 
 log = logging.getLogger(__name__)
 
+# Errors after which an idempotent producer's sequence numbers are no longer accepted.
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+
 
 @dataclass(frozen=True)
 class Published:
@@ -309,6 +312,3 @@ def make_consumer(
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
 
-
-# Errors after which an idempotent producer's sequence numbers are no longer accepted.
-_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)

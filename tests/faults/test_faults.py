@@ -165,9 +165,9 @@ async def check_jobs(stack: Stack, client: Client, job_ids: list[str], row: Faul
     row.verify_ok = True
 
 
-async def run_fault(stack: Stack, tally: Tally, fault: str, service: str,
-                    name: str | None = None) -> None:
-    """Submit jobs, kill the service once their tasks run, restart it, check the outcome."""
+async def run_under_fault(stack: Stack, tally: Tally, fault: str,
+                          inject: Callable[[Client], Awaitable[None]]) -> None:
+    """Submit jobs, inject the fault once their tasks run, check the outcome."""
     row = FaultRow(fault)
     tally.rows.append(row)
     client = Client(stack)
@@ -175,13 +175,22 @@ async def run_fault(stack: Stack, tally: Tally, fault: str, service: str,
         await client.login(f"faults-{len(tally.rows)}")
         job_ids = [await client.submit(f"{fault}-{i}") for i in range(JOBS)]
         await client.until_running(job_ids[0])
+        await inject(client)
+        await check_jobs(stack, client, job_ids, row)
+    finally:
+        await client.http.close()
+
+
+async def run_fault(stack: Stack, tally: Tally, fault: str, service: str,
+                    name: str | None = None) -> None:
+    """Kill the service once the jobs' tasks run, restart it, check the outcome."""
+    async def kill_and_restart(_client: Client) -> None:
         pid = kill(stack, service, name)
         await asyncio.sleep(1.0)  # the jobs go on (or wait) without it for a moment
         await restart(stack, pid)
         assert stack.pids(service), f"{service} not restarted"
-        await check_jobs(stack, client, job_ids, row)
-    finally:
-        await client.http.close()
+
+    await run_under_fault(stack, tally, fault, kill_and_restart)
 
 
 async def test_sigkill_of_the_api(stack: Stack) -> None:
@@ -242,21 +251,14 @@ async def own_stack(own_broker: Path, own_postgres: Path,
 async def run_restart(stack: Stack, tally: Tally, fault: str,
                       restart_it: Callable[[], None],
                       while_down: Callable[[Client], Awaitable[None]] | None = None) -> None:
-    """Submit jobs, restart a dependency once their tasks run, check the outcome."""
-    row = FaultRow(fault)
-    tally.rows.append(row)
-    client = Client(stack)
-    try:
-        await client.login(f"faults-{len(tally.rows)}")
-        job_ids = [await client.submit(f"{fault}-{i}") for i in range(JOBS)]
-        await client.until_running(job_ids[0])
+    """Restart a dependency once the jobs' tasks run, check the outcome."""
+    async def inject(client: Client) -> None:
         await asyncio.to_thread(restart_it)
         if while_down is not None:
             await while_down(client)
-        await check_jobs(stack, client, job_ids, row)
-        assert all(stack.pids(s) for s in ("api", "runner", "projector")), stack.exited()
-    finally:
-        await client.http.close()
+
+    await run_under_fault(stack, tally, fault, inject)
+    assert all(stack.pids(s) for s in ("api", "runner", "projector")), stack.exited()
 
 
 async def test_restart_of_the_kafka_broker(own_stack: Stack, own_broker: Path,
