@@ -242,6 +242,9 @@ class ApiSettings:
     #: How long ``POST /jobs/batch`` waits for the SLURM bridge to submit the job (it
     #: answers 500 with the reason if submission failed by then; 202 otherwise); 0: no wait.
     batch_submit_wait_seconds: float = 30.0
+    #: How long a write (a submit, a cancel) waits for Kafka to acknowledge its events before
+    #: answering 503; what was not acknowledged by then is dropped, never written later.
+    publish_timeout_seconds: float = 10.0
     access_ttl_seconds: int = 600
     refresh_ttl_seconds: int = 7200
     keycloak_ttl_seconds: int = 1800
@@ -371,6 +374,7 @@ def load_api_settings() -> ApiSettings:
         max_body_bytes=_env_int("API_MAX_BODY_BYTES", 32 * 1024 * 1024),
         read_wait_seconds=float(_env_int("API_READ_WAIT_MS", 5000)) / 1000,
         batch_submit_wait_seconds=float(_env_int("API_BATCH_SUBMIT_WAIT_MS", 30000)) / 1000,
+        publish_timeout_seconds=_env_number("API_PUBLISH_TIMEOUT_SECONDS", 10.0),
         access_ttl_seconds=_env_int("API_ACCESS_TTL", 600),
         refresh_ttl_seconds=_env_int("API_REFRESH_TTL", 7200),
         keycloak_ttl_seconds=_env_int("API_KEYCLOAK_TTL", 1800),

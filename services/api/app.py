@@ -99,7 +99,8 @@ async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
     The API serves while Kafka is unreachable (writes answer 503, ``/readyz`` says not
     ready) and connects as soon as it can, instead of refusing to start.
     """
-    producer = EventProducer(app[SETTINGS].kafka)
+    producer = EventProducer(app[SETTINGS].kafka,
+                             give_up_seconds=app[API_SETTINGS].publish_timeout_seconds)
     app[PRODUCER] = producer
     try:
         await producer.start()  # the usual case: connected before the first request

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    KafkaTimeoutError,
     OutOfOrderSequenceNumber,
     UnknownProducerId,
 )
@@ -60,7 +61,16 @@ class Published:
 
 
 class EventProducer:
-    """An idempotent producer of validated events (``acks=all``)."""
+    """An idempotent producer of validated events (``acks=all``).
+
+    ``give_up_seconds`` is for a caller that someone waits on (the API: a submit must answer
+    503 promptly rather than hang): with the broker down but its leaders still in the
+    client's metadata, aiokafka keeps a batch and retries it for as long as it takes. With
+    ``give_up_seconds`` set, a publish not acknowledged in that time fails, and what is
+    still buffered is dropped first, so the event cannot reach the log later behind a
+    failure the caller was told of. Background services leave it unset: they wait for the
+    broker and keep their place.
+    """
 
     def __init__(
         self,
@@ -69,12 +79,15 @@ class EventProducer:
         registry: EventRegistry | None = None,
         request_timeout_ms: int = 15000,
         retry_seconds: float = 30.0,
+        give_up_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry or default_registry()
         self._request_timeout_ms = request_timeout_ms
-        self._retry_seconds = retry_seconds
+        self._retry_seconds = retry_seconds if give_up_seconds is None else give_up_seconds
+        self._give_up_seconds = give_up_seconds
         self._producer = self._new_producer()
+        self._client_down = False  # a replacement client not connected yet
         self._started = False
         self.sent: Counter[str] = Counter()
 
@@ -200,9 +213,11 @@ class EventProducer:
         delay = 0.2
         while True:
             try:
-                futures = [await self._producer.send(topic, raw, key=key, headers=headers)
-                           for raw, key, headers in records]
-                return list(await asyncio.gather(*futures))
+                return await self._send_once(topic, records, deadline)
+            except TimeoutError as exc:
+                raise PublishFailed(f"Kafka did not acknowledge {what} for {topic} within "
+                                    f"{self._give_up_seconds:.0f} s (is the broker down?)"
+                                    ) from exc
             except KafkaError as exc:
                 fatal_state = isinstance(exc, _PRODUCER_STATE_ERRORS)
                 if not (exc.retriable or fatal_state):
@@ -217,16 +232,83 @@ class EventProducer:
                 if fatal_state:
                     await self._replace_producer()
 
+    async def _send_once(
+        self, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]] | None]],
+        deadline: float,
+    ) -> list[Any]:
+        """One attempt; with ``give_up_seconds``, bounded by ``deadline``.
+
+        Raises:
+            TimeoutError: not acknowledged by the deadline; nothing buffered is left to send.
+        """
+        async def send() -> list[Any]:
+            if self._client_down:
+                await self._connect_client()
+            futures = [await self._producer.send(topic, raw, key=key, headers=headers)
+                       for raw, key, headers in records]
+            return list(await asyncio.gather(*futures))
+
+        if self._give_up_seconds is None:
+            return await send()
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            return await asyncio.wait_for(send(), remaining)
+        except TimeoutError:
+            await self._abandon_producer()
+            raise
+
+    async def _abandon_producer(self) -> None:
+        """Replace the client without delivering what it still buffers.
+
+        aiokafka has no public way to withdraw a buffered record, and ``stop()`` flushes
+        (it would deliver them once the broker is back). So its sender is stopped first
+        (nothing leaves any more), then its batches are failed, as aiokafka itself does
+        when its sender dies. A batch already on the wire when the broker went away may
+        still have been written: that is the one ambiguous case, as with any producer.
+        """
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            await asyncio.wait_for(old._sender.close(), 5.0)
+        except Exception as exc:
+            log.warning("stopping the abandoned producer's sender: %r", exc)
+        old._message_accumulator.fail_all(KafkaTimeoutError("publish given up"))
+        try:
+            await old.client.close()
+        except Exception as exc:
+            log.warning("closing the abandoned producer: %r", exc)
+        log.warning("publish given up after %.0f s; producer replaced, its buffer dropped",
+                    self._give_up_seconds or 0.0)
+        self._client_down = True
+        await self._try_connect_client()
+
     async def _replace_producer(self) -> None:
         old, self._producer = self._producer, self._new_producer()
         try:
             await old.stop()
         except KafkaError as exc:  # its pending sends have failed already
             log.warning("stopping the old producer: %r", exc)
+        self._client_down = True
+        await self._try_connect_client()
+
+    async def _connect_client(self) -> None:
+        """Start the replacement client; a failed start leaves a fresh one for the next try.
+
+        Raises:
+            KafkaError: the cluster cannot be reached yet (retriable).
+        """
         try:
             await self._producer.start()
+        except KafkaError:
+            await self._producer.stop()
+            self._producer = self._new_producer()  # a client whose start failed cannot retry
+            raise
+        self._client_down = False
+
+    async def _try_connect_client(self) -> None:
+        try:
+            await self._connect_client()
         except KafkaError as exc:
-            log.warning("new producer not connected yet: %r", exc)  # send() retries the connect
+            log.warning("new producer not connected yet: %r", exc)  # the next send retries
 
 
 @dataclass

@@ -30,9 +30,13 @@ import pytest
 from devstack import kafka_broker, postgres, process_alive
 from devstack.stack import ROOT, Stack
 from services.artifacts.store import ArtifactStore
-from services.simulators.merge import TaskResult, merge_results
+from services.contract.envelope import Event
+from services.contract.kafka_io import EventDecoder, EventProducer
+from services.contract.log_reader import LogReader
+from services.settings import KafkaSettings
 from tests.runner.conftest import FAKE_SIMULATOR, beam, of_type
 from tests.support.fault_tally import TALLY, FaultRow, Tally
+from tests.support.twins import direct_twin
 from tests.test_stack import job_events, kafka_of, launched, port, stack_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -118,13 +122,13 @@ def kill(stack: Stack, service: str, name: str | None = None) -> int:
     return pid
 
 
-async def restart(stack: Stack, pid: int) -> None:
-    """Wait for the killed process to be gone, then start what is missing."""
+async def restart(stack: Stack, *pids: int) -> None:
+    """Wait for the killed processes to be gone, then start what is missing."""
     for _ in range(100):
-        proc = next((p for p in stack._procs.values() if p.pid == pid), None)
-        if proc is not None:
-            proc.poll()  # reap it: the launcher treats a zombie as dead already
-        if not process_alive(pid):
+        for proc in stack._procs.values():
+            if proc.pid in pids:
+                proc.poll()  # reap it: the launcher treats a zombie as dead already
+        if not any(process_alive(pid) for pid in pids):
             break
         await asyncio.sleep(0.1)
     await asyncio.to_thread(stack.up)
@@ -137,28 +141,36 @@ def audit_verify(stack: Stack) -> subprocess.CompletedProcess[str]:
 
 
 async def check_jobs(stack: Stack, client: Client, job_ids: list[str], row: FaultRow) -> None:
-    """Every job COMPLETED, each task once, merged result = merge of the task outputs."""
+    """Every job COMPLETED, each task once, merged result = its undisturbed twin's.
+
+    The twin (:mod:`tests.support.twins`) is the same submission with the same base seed,
+    run after the fault, when nothing disturbs it: so a task whose output was lost, doubled
+    or taken from a different seed after the fault makes the two results differ.
+    """
     artifacts = ArtifactStore(stack.settings().artifacts.root)
+    kafka = kafka_of(stack)
     for job_id in job_ids:
         view = await client.until_terminal(job_id)
         row.jobs += 1
         assert view["job_state"] == "COMPLETED", view
         row.completed += 1
-        events = await job_events(kafka_of(stack), job_id)
+        events = await job_events(kafka, job_id)
         completed = of_type(events, "TaskCompleted")
         indexes = sorted(e.payload["task_index"] for e in completed)
         row.lost_events += len(set(range(NTASKS)) - set(indexes))
         row.doubled_events += len(indexes) - len(set(indexes))
         assert indexes == list(range(NTASKS)), indexes
         row.rerun_tasks += len(of_type(events, "TaskStarted")) - NTASKS
+        assert sum(e.payload["simulated_primaries"] for e in completed) == PRIMARIES
+        twin = direct_twin(events[0])
+        async with EventProducer(kafka) as producer:
+            await producer.publish(twin)
+        reference = await client.until_terminal(twin.job_id)
+        assert reference["job_state"] == "COMPLETED", reference
         (done,) = of_type(events, "JobCompleted")
-        merged = artifacts.get_json(done.payload["result_ref"])
-        by_index = sorted(completed, key=lambda e: e.payload["task_index"])
-        assert sum(e.payload["simulated_primaries"] for e in by_index) == PRIMARIES
-        expected = merge_results([TaskResult(e.payload["simulated_primaries"],
-                                             artifacts.get_json(e.payload["result_ref"]))
-                                  for e in by_index])
-        assert merged == expected
+        (expected,) = of_type(await job_events(kafka, twin.job_id), "JobCompleted")
+        assert artifacts.get_json(done.payload["result_ref"]) == \
+            artifacts.get_json(expected.payload["result_ref"])
         row.results_equal += 1
     verified = await asyncio.to_thread(audit_verify, stack)
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -204,6 +216,59 @@ async def test_sigkill_of_a_runner(stack: Stack) -> None:
 async def test_sigkill_of_the_projector(stack: Stack) -> None:
     await run_fault(stack, TALLY, "SIGKILL projector", "projector")
 
+
+
+async def test_cancel_while_every_runner_is_down(stack: Stack) -> None:
+    """DELETE while no runner lives: once they are back, the job ends CANCELED, nothing reruns.
+
+    The job's tasks hang (the stand-in's HANG card), so only the cancel can end them.
+    """
+    row = FaultRow("cancel while runners killed")
+    TALLY.rows.append(row)
+    client = Client(stack)
+    kafka = kafka_of(stack)
+    try:
+        await client.login("faults-cancel")
+        status, reply = await client.request("POST", "/jobs/direct", json={
+            "sim_type": "shieldhit", "ntasks": 2, "input_type": "files",
+            "input_files": beam(400, extra="HANG\n"), "title": "cancel under fault"})
+        assert status == 202, reply
+        job_id = str(reply["job_id"])
+        row.jobs += 1
+        await client.until_running(job_id)
+        pids = [kill(stack, "runner", name) for name in sorted(stack.pids("runner"))]
+        status, reply = await client.request("DELETE", "/jobs/direct",
+                                             params={"job_id": job_id})
+        assert status == 200, reply
+        await restart(stack, *pids)
+        events = await wait_for_events(kafka, job_id, "JobCanceled")
+        view = await client.until_terminal(job_id)
+        assert view["job_state"] == "CANCELED", view
+        row.completed += 1
+        types = [e.type for e in events]
+        after_cancel = types[types.index("CancelRequested"):]
+        assert "TaskStarted" not in after_cancel and "TaskCompleted" not in types, types
+        canceled = {e.payload["task_index"] for e in of_type(events, "TaskCanceled")}
+        row.lost_events += len({0, 1} - canceled)
+        assert canceled == {0, 1}, types
+        assert len(of_type(events, "JobCanceled")) == 1
+        verified = await asyncio.to_thread(audit_verify, stack)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        row.verify_ok = True
+    finally:
+        await client.http.close()
+
+
+async def wait_for_events(kafka: KafkaSettings, job_id: str, event_type: str,
+                          within: float = 120) -> list[Event]:
+    """The job's events once one of ``event_type`` is among them."""
+    deadline = time.monotonic() + within
+    while True:
+        events = await job_events(kafka, job_id)
+        if of_type(events, event_type):
+            return events
+        assert time.monotonic() < deadline, [e.type for e in events]
+        await asyncio.sleep(0.3)
 
 
 # --- restarts of the broker and the database: a stack on its own broker and PostgreSQL -----
@@ -287,3 +352,44 @@ async def test_restart_of_postgresql(own_stack: Stack, own_postgres: Path,
 
     await run_restart(own_stack, TALLY, "restart postgresql", stop_db, probe_then_start)
     assert down["status"] == 503, down
+
+
+async def test_the_api_while_kafka_is_down(own_stack: Stack, own_broker: Path) -> None:
+    """A submit gets a prompt 503 and leaves nothing behind; reads go on from the read model."""
+    client = Client(own_stack)
+    kafka = kafka_of(own_stack)
+    try:
+        await client.login("faults-kafka-down")
+        before = await client.submit("before the outage")
+        assert (await client.until_terminal(before))["job_state"] == "COMPLETED"
+        await asyncio.to_thread(kafka_broker.stop, own_broker)
+        try:
+            started = time.monotonic()
+            status, reply = await client.request("POST", "/jobs/direct", json={
+                "sim_type": "shieldhit", "ntasks": 2, "input_type": "files",
+                "input_files": beam(400), "title": "during the outage"})
+            waited = time.monotonic() - started
+            print(f"POST while Kafka is down: {status} after {waited:.1f} s")
+            assert status == 503, reply
+            assert reply["message"] == "The job log is unavailable, try again later", reply
+            assert (await client.state(before))["job_state"] == "COMPLETED"
+            status, listing = await client.request("GET", "/user/simulations")
+            assert status == 200 and [s["job_id"] for s in listing["simulations"]] == [before]
+        finally:
+            await asyncio.to_thread(kafka_broker.start, own_broker,
+                                    jars_home=kafka_broker.default_home())
+        after = await client.submit("after the outage")
+        assert (await client.until_terminal(after))["job_state"] == "COMPLETED"
+        # The refused submission never shows up: not in the log, not in the listing.
+        titles = []
+        async for records in LogReader(kafka, kafka.jobs_topic).batches():
+            for record in records:
+                event = EventDecoder().decode(record.value)
+                if event is not None and event.type == "JobSubmitted":
+                    titles.append(event.payload["title"])
+        assert "during the outage" not in titles and "after the outage" in titles, titles
+        status, listing = await client.request("GET", "/user/simulations")
+        assert status == 200
+        assert sorted(s["job_id"] for s in listing["simulations"]) == sorted([before, after])
+    finally:
+        await client.http.close()
