@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from devstack import slurm
+from devstack import process_alive, read_pid, slurm
+from services import procnet
 from services.api.common import ENGINE
 from services.artifacts.store import ArtifactStore
 from services.contract.envelope import Event
@@ -265,6 +266,60 @@ async def slurm_jobs_named(site: ClusterSite, name: str) -> list[str]:
     return sorted(line.rstrip("|") for line in done.stdout_text.splitlines() if line)
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        ppid = next((line.split()[1] for line in status.splitlines()
+                     if line.startswith("PPid:")), None)
+        if ppid == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, parents before children."""
+    tree, level = [pid], [pid]
+    while level:
+        level = [child for parent in level for child in _children(parent)]
+        tree.extend(level)
+    return tree
+
+
+def client_address(backend: AsyncSSHBackend) -> tuple[str, int]:
+    """The local end of the backend's open SSH connection (to find the sshd serving it)."""
+    conn = backend._open()
+    assert conn is not None, f"no open SSH connection to {backend.where}"
+    host, port = conn.get_extra_info("sockname")[:2]
+    return str(host), int(port)
+
+
+def kill_ssh_connection(site: ClusterSite, client: tuple[str, int]) -> list[int]:
+    """SIGKILL the sshd session that serves the connection from ``client``: that one drops.
+
+    The session is the listener's child whose tree holds the accepted end of the
+    connection (found in the kernel's socket table); every other session of the shared
+    sshd is left alone. Parents go first, so the session cannot report how its command
+    ended: the client sees the connection break, as when a network link dies.
+    """
+    master = read_pid(site.handle.sshd_pid_file)
+    assert master is not None and process_alive(master)
+    for session in _children(master):
+        victims = _tree(session)
+        if procnet.server_of(client, site.handle.ssh_port, victims) is not None:
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return victims
+    raise AssertionError(f"no sshd session serves the connection from {client}")
+
+
+
 @dataclass
 class BridgeProcess:
     """``python -m services.slurm_bridge`` as a process of its own (to be SIGKILLed)."""
@@ -295,14 +350,15 @@ class BridgeProcess:
                 self.process.wait(10)
 
 
-def cluster_json(config: ClusterConfig) -> str:
+def cluster_json(*configs: ClusterConfig) -> str:
+    """``SIMJOBS_CLUSTERS`` for a bridge process that knows these clusters."""
     return json.dumps([{
         "name": config.name, "host": config.host, "port": config.port, "user": config.user,
         "private_key": str(config.private_key), "known_hosts": str(config.known_hosts),
         "work_root": config.work_root, "setup": list(config.setup),
         "executables": dict(config.executables), "array_options": dict(config.array_options),
         "collect_options": dict(config.collect_options),
-        "poll_interval": config.poll_interval}])
+        "poll_interval": config.poll_interval} for config in configs])
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 
 from services.slurm_bridge.errors import LoginRejected, RemoteError, RemoteTimeout
 from services.slurm_bridge.ssh import AsyncSSHBackend
-from tests.slurm.conftest import ClusterSite
-from tests.slurm.test_faults import kill_ssh_sessions
+from tests.slurm.conftest import ClusterSite, client_address, kill_ssh_connection
 
 pytestmark = pytest.mark.slurm
 
@@ -53,7 +52,7 @@ async def test_a_connection_killed_mid_command_is_an_error_and_is_reopened(
     try:
         command = asyncio.create_task(backend.run("sleep 20", time_limit=60))
         await asyncio.sleep(1.0)
-        assert kill_ssh_sessions(cluster_site)
+        kill_ssh_connection(cluster_site, client_address(backend))
         with pytest.raises(RemoteError) as caught:
             await command
         assert caught.value.retriable
