@@ -138,7 +138,8 @@ async def started_projecting(child: subprocess.Popen[bytes]) -> None:
         line = await asyncio.to_thread(child.stderr.readline)
         if not line:
             raise RuntimeError(f"the projector exited with status {child.wait()}")
-        if b" projecting " in line:
+        # Text lines read "... projecting <topic> ...", JSON lines '"message": "projecting <topic>'.
+        if b" projecting " in line or b'"projecting ' in line:
             return
 
 
