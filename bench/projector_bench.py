@@ -20,8 +20,9 @@ Methods (also printed with the results):
   projector's CPU time (/proc/PID/stat) per event.
 * lag: the projector runs as its own process (``python -m services.projector``); a
   paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
-  each event's (partition, offset) and the wall time just before ``send``. A watcher
-  polls ``projector_offsets`` every 2 ms on one autocommit connection; those offsets are
+  each event's (partition, offset) and the wall time just before ``send``. A watcher,
+  in a third process (in the producer's loop its own poll p99 was 30-100 ms), polls
+  ``projector_offsets`` every 2 ms on one autocommit connection; those offsets are
   written in the same transaction as the rows, so the first time a stored offset >= o is
   seen, the rows of every event up to o are visible to readers. lag = that time - publish
   time (includes the producer's ack, the fetch, the transaction; resolution: the watcher's
@@ -260,45 +261,19 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
     await ensure_topics(kafka)
     engine = rm.make_engine(url)
     await rm.create_schema(engine)
+    await engine.dispose()
     events = make_log(int(rate * seconds), seed=2)
     load_before = load_average()
     # The projector runs in its own process, as in production: a watcher polling the
     # database in the same event loop (and GIL) would slow the very thing it measures.
     projector = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
                                  env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.DEVNULL)
-    seen: dict[tuple[int, int], float] = {}
-    polls: list[float] = []
-
-    async def watch() -> None:
-        last: dict[int, int] = {}
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            while True:
-                t0 = time.perf_counter()
-                now = await rm.load_offsets(conn, PROJECTION, kafka.jobs_topic)
-                t = time.time()
-                for p, o in now.items():
-                    for off in range(last.get(p, -1) + 1, o + 1):
-                        seen[(p, off)] = t
-                last = now
-                await asyncio.sleep(0.002)
-                polls.append((time.perf_counter() - t0) * 1000)
-
-    async def ready() -> bool:
-        return bool(seen)
-
-    watcher = asyncio.create_task(watch())
     try:
-        sent, produced_for = await paced(kafka, events, rate, ready)
-        deadline = time.monotonic() + 60
-        while not set(sent) <= set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        sent, produced_for, seen, polls = await observed(
+            kafka, events, rate, ["watch", url, kafka.jobs_topic])
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
         projector.terminate()
         projector.wait(30)
-        await engine.dispose()
     figures = lag_figures(sent, seen, rate, produced_for, load_before)
     polls.sort()
     figures["watcher_poll_ms_p50"] = round(polls[len(polls) // 2], 2)
@@ -310,12 +285,32 @@ async def lag_floor(kafka: KafkaSettings, rate: int, seconds: float) -> dict[str
     await ensure_topics(kafka)
     events = make_log(int(rate * seconds), seed=2)
     load_before = load_average()
+    sent, produced_for, seen, _ = await observed(
+        kafka, events, rate, ["probe", kafka.bootstrap_servers, kafka.topic_prefix])
+    return lag_figures(sent, seen, rate, produced_for, load_before)
+
+
+Seen = dict[tuple[int, int], float]
+
+
+async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
+                   observer: list[str]) -> tuple[Seen, float, Seen, list[float]]:
+    """Publish at ``rate`` while an observer process notes when each record shows up.
+
+    The observer (``probe`` or ``watch``, below) runs in its own process: in the producer's
+    event loop, its polls waited behind the producer's work (the in-process watcher's
+    poll p99 was 30-100 ms, all of it counted as lag). Both write the same JSON: when
+    each ``partition:offset`` was seen, and how long their polls took.
+
+    Returns:
+        (sent times, seconds the production took, seen times, poll durations in ms).
+    """
     with tempfile.TemporaryDirectory(prefix="simjobs-bench-") as tmp:
         out = Path(tmp) / "seen.json"
         ready_file = Path(tmp) / "ready"
-        probe = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "bench.projector_bench", "probe", kafka.bootstrap_servers,
-             kafka.topic_prefix, str(len(events)), str(out), str(ready_file)],
+        child = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "bench.projector_bench", *observer, str(len(events)),
+             str(out), str(ready_file)],
             cwd=ROOT, stderr=subprocess.DEVNULL)
 
         async def ready() -> bool:
@@ -324,16 +319,17 @@ async def lag_floor(kafka: KafkaSettings, rate: int, seconds: float) -> dict[str
         try:
             sent, produced_for = await paced(kafka, events, rate, ready)
             for _ in range(600):
-                if probe.poll() is not None:
+                if child.poll() is not None:
                     break
                 await asyncio.sleep(0.1)
         finally:
-            if probe.poll() is None:
-                probe.kill()
-            probe.wait(30)
-        raw = json.loads(out.read_text()) if out.exists() else {}
-    seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw.items()}
-    return lag_figures(sent, seen, rate, produced_for, load_before)
+            if child.poll() is None:
+                child.kill()
+            child.wait(30)
+        raw: dict[str, Any] = (json.loads(out.read_text()) if out.exists()
+                               else {"seen": {}, "polls": [0.0]})
+    seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw["seen"].items()}
+    return sent, produced_for, seen, raw["polls"]
 
 
 async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: Path) -> None:
@@ -343,11 +339,14 @@ async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: 
     consumer.subscribe([kafka.jobs_topic])
     await consumer.start()
     seen: dict[str, float] = {}
+    polls: list[float] = []
     announced = False
     try:
         while len(seen) < count:
+            t0 = time.perf_counter()
             batch = await consumer.getmany(timeout_ms=200, max_records=2000)
             t = time.time()
+            polls.append((time.perf_counter() - t0) * 1000)
             for records in batch.values():
                 for r in records:
                     seen[f"{r.partition}:{r.offset}"] = t
@@ -356,7 +355,34 @@ async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: 
                 announced = True
     finally:
         await consumer.stop()
-    await asyncio.to_thread(out.write_text, json.dumps(seen))
+    await asyncio.to_thread(out.write_text, json.dumps({"seen": seen, "polls": polls}))
+
+
+async def watch(url: str, topic: str, count: int, out: Path, ready_file: Path) -> None:
+    """The lag's observer: polls ``projector_offsets`` every 2 ms on one autocommit
+    connection until ``count`` records are stored."""
+    engine = rm.make_engine(url)
+    seen: dict[str, float] = {}
+    polls: list[float] = []
+    last: dict[int, int] = {}
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            while len(seen) < count:
+                t0 = time.perf_counter()
+                now = await rm.load_offsets(conn, PROJECTION, topic)
+                t = time.time()
+                for p, o in now.items():
+                    for off in range(last.get(p, -1) + 1, o + 1):
+                        seen[f"{p}:{off}"] = t
+                if now and not last:
+                    await asyncio.to_thread(ready_file.touch)
+                last = now
+                await asyncio.sleep(0.002)
+                polls.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(out.write_text, json.dumps({"seen": seen, "polls": polls}))
 
 
 def summary(runs: list[dict[str, Any]], key: str, best: Callable[..., Any]) -> dict[str, Any]:
@@ -366,9 +392,10 @@ def summary(runs: list[dict[str, Any]], key: str, best: Callable[..., Any]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["probe"]:
-        bootstrap, prefix, count, out, ready_file = argv[1:6]
-        asyncio.run(probe(bootstrap, prefix, int(count), Path(out), Path(ready_file)))
+    if argv[:1] in (["probe"], ["watch"]):
+        first, second, count, out, ready_file = argv[1:6]
+        observer = probe if argv[0] == "probe" else watch
+        asyncio.run(observer(first, second, int(count), Path(out), Path(ready_file)))
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench.projector_bench")
     ap.add_argument("--events", type=int, default=100_000)
