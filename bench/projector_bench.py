@@ -31,6 +31,8 @@ Methods (also printed with the results):
   projector a bare consumer process with the projector's consumer settings (same group
   protocol, ``read_committed``, same fetch sizes and ``getmany`` call) that only notes when
   each record reaches it: what Kafka and aiokafka cost before the projector does anything.
+  Shown with it: the producer's send-to-acknowledgement time (``acks=all``; part of every
+  lag) and how long the probe's ``getmany`` calls waited.
 * broker: start time of a broker in its own home (a cold JVM if none was running) and
   its VmRSS from /proc/PID/status, after start and after the runs.
 """
@@ -48,7 +50,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,14 +206,28 @@ async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[st
             "load_before": load_before, "load_after": load_average()}
 
 
+Seen = dict[tuple[int, int], float]
+
+
+@dataclass
+class Paced:
+    """What the paced producer did: per (partition, offset), the wall time just before
+    ``send`` and when its acknowledgement came back; how long publishing took."""
+
+    sent: Seen
+    acked: Seen
+    seconds: float
+
+
 async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
-                ready: Callable[[], Awaitable[bool]]) -> tuple[dict[tuple[int, int], float], float]:
-    """Publish the events at ``rate`` per second; (partition, offset) -> wall time sent.
+                ready: Callable[[], Awaitable[bool]]) -> Paced:
+    """Publish the events at ``rate`` per second.
 
     The first event goes out alone, and the clock starts once ``ready`` says the observer
     has seen it (its group joined, its partitions assigned).
     """
-    sent: dict[tuple[int, int], float] = {}
+    sent: Seen = {}
+    acked: Seen = {}
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     async with EventProducer(kafka) as producer:
@@ -222,8 +238,11 @@ async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
 
         async def send(batch: list[Event]) -> None:
             at = time.time()
-            for pub in await producer.publish_many(batch):
+            published = await producer.publish_many(batch)
+            back = time.time()
+            for pub in published:
                 sent[(pub.partition, pub.offset)] = at
+                acked[(pub.partition, pub.offset)] = back
 
         start = time.perf_counter()
         body = events[1:]
@@ -235,16 +254,20 @@ async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
-        return sent, time.perf_counter() - start
+        return Paced(sent, acked, time.perf_counter() - start)
 
 
-def lag_figures(sent: dict[tuple[int, int], float], seen: dict[tuple[int, int], float],
-                rate: int, produced_for: float, load_before: float) -> dict[str, Any]:
+def lag_figures(run: Paced, seen: Seen, rate: int, load_before: float) -> dict[str, Any]:
+    """Lag quantiles; ``ack_ms``: send to the producer's acknowledgement (acks=all), the
+    part of every lag that Kafka's write path costs before any consumer can see it."""
+    sent = run.sent
     lags = sorted((seen[k] - sent[k]) * 1000 for k in sent if k in seen)
     q = statistics.quantiles(lags, n=100)
-    return {"rate_target": rate, "rate_achieved": round(len(sent) / produced_for),
+    qa = statistics.quantiles(sorted((run.acked[k] - sent[k]) * 1000 for k in sent), n=100)
+    return {"rate_target": rate, "rate_achieved": round(len(sent) / run.seconds),
             "events": len(sent), "missing": len(set(sent) - set(seen)),
             "lag_ms_p50": round(q[49], 1), "lag_ms_p99": round(q[98], 1),
+            "ack_ms_p50": round(qa[49], 1), "ack_ms_p99": round(qa[98], 1),
             "lag_ms_max": round(lags[-1], 1),
             "load_before": load_before, "load_after": load_average()}
 
@@ -269,12 +292,11 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
     projector = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
                                  env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
-        sent, produced_for, seen, polls = await observed(
-            kafka, events, rate, ["watch", url, kafka.jobs_topic])
+        run, seen, polls = await observed(kafka, events, rate, ["watch", url, kafka.jobs_topic])
     finally:
         projector.terminate()
         projector.wait(30)
-    figures = lag_figures(sent, seen, rate, produced_for, load_before)
+    figures = lag_figures(run, seen, rate, load_before)
     polls.sort()
     figures["watcher_poll_ms_p50"] = round(polls[len(polls) // 2], 2)
     figures["watcher_poll_ms_p99"] = round(polls[int(len(polls) * 0.99)], 2)
@@ -285,16 +307,17 @@ async def lag_floor(kafka: KafkaSettings, rate: int, seconds: float) -> dict[str
     await ensure_topics(kafka)
     events = make_log(int(rate * seconds), seed=2)
     load_before = load_average()
-    sent, produced_for, seen, _ = await observed(
+    run, seen, polls = await observed(
         kafka, events, rate, ["probe", kafka.bootstrap_servers, kafka.topic_prefix])
-    return lag_figures(sent, seen, rate, produced_for, load_before)
-
-
-Seen = dict[tuple[int, int], float]
+    figures = lag_figures(run, seen, rate, load_before)
+    polls.sort()
+    figures["getmany_ms_p50"] = round(polls[len(polls) // 2], 2)
+    figures["getmany_ms_p99"] = round(polls[int(len(polls) * 0.99)], 2)
+    return figures
 
 
 async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
-                   observer: list[str]) -> tuple[Seen, float, Seen, list[float]]:
+                   observer: list[str]) -> tuple[Paced, Seen, list[float]]:
     """Publish at ``rate`` while an observer process notes when each record shows up.
 
     The observer (``probe`` or ``watch``, below) runs in its own process: in the producer's
@@ -303,7 +326,7 @@ async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
     each ``partition:offset`` was seen, and how long their polls took.
 
     Returns:
-        (sent times, seconds the production took, seen times, poll durations in ms).
+        (what the producer did, seen times, poll durations in ms).
     """
     with tempfile.TemporaryDirectory(prefix="simjobs-bench-") as tmp:
         out = Path(tmp) / "seen.json"
@@ -317,7 +340,7 @@ async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
             return ready_file.exists()
 
         try:
-            sent, produced_for = await paced(kafka, events, rate, ready)
+            run = await paced(kafka, events, rate, ready)
             for _ in range(600):
                 if child.poll() is not None:
                     break
@@ -329,7 +352,7 @@ async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
         raw: dict[str, Any] = (json.loads(out.read_text()) if out.exists()
                                else {"seen": {}, "polls": [0.0]})
     seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw["seen"].items()}
-    return sent, produced_for, seen, raw["polls"]
+    return run, seen, raw["polls"]
 
 
 async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: Path) -> None:
@@ -503,6 +526,8 @@ def print_table(results: dict[str, Any]) -> None:
                 (f"lag {be}: p99 ms", entry["lag_ms_p99"]["best"], entry["lag_ms_p99"]["median"],
                  None),
                 (f"lag {be}: max ms", min(r["lag_ms_max"] for r in runs), None, None),
+                (f"lag {be}: of which producer ack ms p50/p99",
+                 f"{runs[0].get('ack_ms_p50')}/{runs[0].get('ack_ms_p99')}", None, None),
                 (f"lag {be}: rate achieved ev/s", min(r["rate_achieved"] for r in runs), None,
                  None),
                 (f"lag {be}: events not seen", max(r["missing"] for r in runs), None, None),
