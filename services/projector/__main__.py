@@ -100,7 +100,6 @@ async def _project(settings: Settings, projector: MeteredProjector) -> None:
         settings.projector.group_id, settings.projector.max_batch,
     )  # fmt: skip
     tune_garbage_collector()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         await projector.run()
     finally:
@@ -127,18 +126,6 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
-
-
-#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
-#:
-#: The batch's transaction runs on the writer thread (:mod:`.transactions`) while the
-#: event loop fetches and decodes the next batch. Every SQLite call releases the GIL and
-#: must take it back afterwards; with the loop busy, each such return waited up to the
-#: full interval, about ten times per batch. At a steady 500 events/s (batches of ~5
-#: events) that made a batch 8.5 ms on average instead of ~2 ms, and the lag's p99
-#: 90-140 ms; at 0.5 ms the p99 was 45 ms (``bench/projector_bench.py``, same load).
-#: The replay's CPU per event did not change. Process-wide, hence set in the entry point.
-SWITCH_INTERVAL_S = 0.0005
 
 
 def make_sqlite_dir(url: str) -> None:
