@@ -20,8 +20,9 @@ Methods (also printed with the results):
   projector's CPU time (/proc/PID/stat) per event.
 * lag: the projector runs as its own process (``python -m services.projector``); a
   paced producer publishes at ``--rate`` events/s for ``--seconds`` s and notes
-  each event's (partition, offset) and the wall time just before ``send``. A watcher
-  polls ``projector_offsets`` every 2 ms on one autocommit connection; those offsets are
+  each event's (partition, offset) and the wall time just before ``send``. A watcher,
+  in a third process (in the producer's loop its own poll p99 was 30-100 ms), polls
+  ``projector_offsets`` every 2 ms on one autocommit connection; those offsets are
   written in the same transaction as the rows, so the first time a stored offset >= o is
   seen, the rows of every event up to o are visible to readers. lag = that time - publish
   time (includes the producer's ack, the fetch, the transaction; resolution: the watcher's
@@ -30,6 +31,8 @@ Methods (also printed with the results):
   projector a bare consumer process with the projector's consumer settings (same group
   protocol, ``read_committed``, same fetch sizes and ``getmany`` call) that only notes when
   each record reaches it: what Kafka and aiokafka cost before the projector does anything.
+  Shown with it: the producer's send-to-acknowledgement time (``acks=all``; part of every
+  lag) and how long the probe's ``getmany`` calls waited.
 * broker: start time of a broker in its own home (a cold JVM if none was running) and
   its VmRSS from /proc/PID/status, after start and after the runs.
 """
@@ -47,7 +50,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +141,8 @@ async def started_projecting(child: subprocess.Popen[bytes]) -> None:
         line = await asyncio.to_thread(child.stderr.readline)
         if not line:
             raise RuntimeError(f"the projector exited with status {child.wait()}")
-        if b" projecting " in line:
+        # Text lines read "... projecting <topic> ...", JSON lines '"message": "projecting <topic>'.
+        if b" projecting " in line or b'"projecting ' in line:
             return
 
 
@@ -202,14 +206,28 @@ async def replay(kafka: KafkaSettings, url: str, events: list[Event]) -> dict[st
             "load_before": load_before, "load_after": load_average()}
 
 
+Seen = dict[tuple[int, int], float]
+
+
+@dataclass
+class Paced:
+    """What the paced producer did: per (partition, offset), the wall time just before
+    ``send`` and when its acknowledgement came back; how long publishing took."""
+
+    sent: Seen
+    acked: Seen
+    seconds: float
+
+
 async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
-                ready: Callable[[], Awaitable[bool]]) -> tuple[dict[tuple[int, int], float], float]:
-    """Publish the events at ``rate`` per second; (partition, offset) -> wall time sent.
+                ready: Callable[[], Awaitable[bool]]) -> Paced:
+    """Publish the events at ``rate`` per second.
 
     The first event goes out alone, and the clock starts once ``ready`` says the observer
     has seen it (its group joined, its partitions assigned).
     """
-    sent: dict[tuple[int, int], float] = {}
+    sent: Seen = {}
+    acked: Seen = {}
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     async with EventProducer(kafka) as producer:
@@ -220,8 +238,11 @@ async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
 
         async def send(batch: list[Event]) -> None:
             at = time.time()
-            for pub in await producer.publish_many(batch):
+            published = await producer.publish_many(batch)
+            back = time.time()
+            for pub in published:
                 sent[(pub.partition, pub.offset)] = at
+                acked[(pub.partition, pub.offset)] = back
 
         start = time.perf_counter()
         body = events[1:]
@@ -233,16 +254,20 @@ async def paced(kafka: KafkaSettings, events: list[Event], rate: int,
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
-        return sent, time.perf_counter() - start
+        return Paced(sent, acked, time.perf_counter() - start)
 
 
-def lag_figures(sent: dict[tuple[int, int], float], seen: dict[tuple[int, int], float],
-                rate: int, produced_for: float, load_before: float) -> dict[str, Any]:
+def lag_figures(run: Paced, seen: Seen, rate: int, load_before: float) -> dict[str, Any]:
+    """Lag quantiles; ``ack_ms``: send to the producer's acknowledgement (acks=all), the
+    part of every lag that Kafka's write path costs before any consumer can see it."""
+    sent = run.sent
     lags = sorted((seen[k] - sent[k]) * 1000 for k in sent if k in seen)
     q = statistics.quantiles(lags, n=100)
-    return {"rate_target": rate, "rate_achieved": round(len(sent) / produced_for),
+    qa = statistics.quantiles(sorted((run.acked[k] - sent[k]) * 1000 for k in sent), n=100)
+    return {"rate_target": rate, "rate_achieved": round(len(sent) / run.seconds),
             "events": len(sent), "missing": len(set(sent) - set(seen)),
             "lag_ms_p50": round(q[49], 1), "lag_ms_p99": round(q[98], 1),
+            "ack_ms_p50": round(qa[49], 1), "ack_ms_p99": round(qa[98], 1),
             "lag_ms_max": round(lags[-1], 1),
             "load_before": load_before, "load_after": load_average()}
 
@@ -259,46 +284,19 @@ async def lag(kafka: KafkaSettings, url: str, rate: int, seconds: float) -> dict
     await ensure_topics(kafka)
     engine = rm.make_engine(url)
     await rm.create_schema(engine)
+    await engine.dispose()
     events = make_log(int(rate * seconds), seed=2)
     load_before = load_average()
     # The projector runs in its own process, as in production: a watcher polling the
     # database in the same event loop (and GIL) would slow the very thing it measures.
     projector = subprocess.Popen([sys.executable, "-m", "services.projector"],  # noqa: ASYNC220
                                  env=child_env(kafka, url), cwd=ROOT, stderr=subprocess.DEVNULL)
-    seen: dict[tuple[int, int], float] = {}
-    polls: list[float] = []
-
-    async def watch() -> None:
-        last: dict[int, int] = {}
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            while True:
-                t0 = time.perf_counter()
-                now = await rm.load_offsets(conn, PROJECTION, kafka.jobs_topic)
-                t = time.time()
-                for p, o in now.items():
-                    for off in range(last.get(p, -1) + 1, o + 1):
-                        seen[(p, off)] = t
-                last = now
-                await asyncio.sleep(0.002)
-                polls.append((time.perf_counter() - t0) * 1000)
-
-    async def ready() -> bool:
-        return bool(seen)
-
-    watcher = asyncio.create_task(watch())
     try:
-        sent, produced_for = await paced(kafka, events, rate, ready)
-        deadline = time.monotonic() + 60
-        while not set(sent) <= set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        run, seen, polls = await observed(kafka, events, rate, ["watch", url, kafka.jobs_topic])
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
         projector.terminate()
         projector.wait(30)
-        await engine.dispose()
-    figures = lag_figures(sent, seen, rate, produced_for, load_before)
+    figures = lag_figures(run, seen, rate, load_before)
     polls.sort()
     figures["watcher_poll_ms_p50"] = round(polls[len(polls) // 2], 2)
     figures["watcher_poll_ms_p99"] = round(polls[int(len(polls) * 0.99)], 2)
@@ -309,30 +307,52 @@ async def lag_floor(kafka: KafkaSettings, rate: int, seconds: float) -> dict[str
     await ensure_topics(kafka)
     events = make_log(int(rate * seconds), seed=2)
     load_before = load_average()
+    run, seen, polls = await observed(
+        kafka, events, rate, ["probe", kafka.bootstrap_servers, kafka.topic_prefix])
+    figures = lag_figures(run, seen, rate, load_before)
+    polls.sort()
+    figures["getmany_ms_p50"] = round(polls[len(polls) // 2], 2)
+    figures["getmany_ms_p99"] = round(polls[int(len(polls) * 0.99)], 2)
+    return figures
+
+
+async def observed(kafka: KafkaSettings, events: list[Event], rate: int,
+                   observer: list[str]) -> tuple[Paced, Seen, list[float]]:
+    """Publish at ``rate`` while an observer process notes when each record shows up.
+
+    The observer (``probe`` or ``watch``, below) runs in its own process: in the producer's
+    event loop, its polls waited behind the producer's work (the in-process watcher's
+    poll p99 was 30-100 ms, all of it counted as lag). Both write the same JSON: when
+    each ``partition:offset`` was seen, and how long their polls took.
+
+    Returns:
+        (what the producer did, seen times, poll durations in ms).
+    """
     with tempfile.TemporaryDirectory(prefix="simjobs-bench-") as tmp:
         out = Path(tmp) / "seen.json"
         ready_file = Path(tmp) / "ready"
-        probe = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "bench.projector_bench", "probe", kafka.bootstrap_servers,
-             kafka.topic_prefix, str(len(events)), str(out), str(ready_file)],
+        child = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "bench.projector_bench", *observer, str(len(events)),
+             str(out), str(ready_file)],
             cwd=ROOT, stderr=subprocess.DEVNULL)
 
         async def ready() -> bool:
             return ready_file.exists()
 
         try:
-            sent, produced_for = await paced(kafka, events, rate, ready)
+            run = await paced(kafka, events, rate, ready)
             for _ in range(600):
-                if probe.poll() is not None:
+                if child.poll() is not None:
                     break
                 await asyncio.sleep(0.1)
         finally:
-            if probe.poll() is None:
-                probe.kill()
-            probe.wait(30)
-        raw = json.loads(out.read_text()) if out.exists() else {}
-    seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw.items()}
-    return lag_figures(sent, seen, rate, produced_for, load_before)
+            if child.poll() is None:
+                child.kill()
+            child.wait(30)
+        raw: dict[str, Any] = (json.loads(out.read_text()) if out.exists()
+                               else {"seen": {}, "polls": [0.0]})
+    seen = {(int(k.split(":")[0]), int(k.split(":")[1])): t for k, t in raw["seen"].items()}
+    return run, seen, raw["polls"]
 
 
 async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: Path) -> None:
@@ -342,11 +362,14 @@ async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: 
     consumer.subscribe([kafka.jobs_topic])
     await consumer.start()
     seen: dict[str, float] = {}
+    polls: list[float] = []
     announced = False
     try:
         while len(seen) < count:
+            t0 = time.perf_counter()
             batch = await consumer.getmany(timeout_ms=200, max_records=2000)
             t = time.time()
+            polls.append((time.perf_counter() - t0) * 1000)
             for records in batch.values():
                 for r in records:
                     seen[f"{r.partition}:{r.offset}"] = t
@@ -355,7 +378,34 @@ async def probe(bootstrap: str, prefix: str, count: int, out: Path, ready_file: 
                 announced = True
     finally:
         await consumer.stop()
-    await asyncio.to_thread(out.write_text, json.dumps(seen))
+    await asyncio.to_thread(out.write_text, json.dumps({"seen": seen, "polls": polls}))
+
+
+async def watch(url: str, topic: str, count: int, out: Path, ready_file: Path) -> None:
+    """The lag's observer: polls ``projector_offsets`` every 2 ms on one autocommit
+    connection until ``count`` records are stored."""
+    engine = rm.make_engine(url)
+    seen: dict[str, float] = {}
+    polls: list[float] = []
+    last: dict[int, int] = {}
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            while len(seen) < count:
+                t0 = time.perf_counter()
+                now = await rm.load_offsets(conn, PROJECTION, topic)
+                t = time.time()
+                for p, o in now.items():
+                    for off in range(last.get(p, -1) + 1, o + 1):
+                        seen[f"{p}:{off}"] = t
+                if now and not last:
+                    await asyncio.to_thread(ready_file.touch)
+                last = now
+                await asyncio.sleep(0.002)
+                polls.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(out.write_text, json.dumps({"seen": seen, "polls": polls}))
 
 
 def summary(runs: list[dict[str, Any]], key: str, best: Callable[..., Any]) -> dict[str, Any]:
@@ -365,9 +415,10 @@ def summary(runs: list[dict[str, Any]], key: str, best: Callable[..., Any]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["probe"]:
-        bootstrap, prefix, count, out, ready_file = argv[1:6]
-        asyncio.run(probe(bootstrap, prefix, int(count), Path(out), Path(ready_file)))
+    if argv[:1] in (["probe"], ["watch"]):
+        first, second, count, out, ready_file = argv[1:6]
+        observer = probe if argv[0] == "probe" else watch
+        asyncio.run(observer(first, second, int(count), Path(out), Path(ready_file)))
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench.projector_bench")
     ap.add_argument("--events", type=int, default=100_000)
@@ -475,6 +526,8 @@ def print_table(results: dict[str, Any]) -> None:
                 (f"lag {be}: p99 ms", entry["lag_ms_p99"]["best"], entry["lag_ms_p99"]["median"],
                  None),
                 (f"lag {be}: max ms", min(r["lag_ms_max"] for r in runs), None, None),
+                (f"lag {be}: of which producer ack ms p50/p99",
+                 f"{runs[0].get('ack_ms_p50')}/{runs[0].get('ack_ms_p99')}", None, None),
                 (f"lag {be}: rate achieved ev/s", min(r["rate_achieved"] for r in runs), None,
                  None),
                 (f"lag {be}: events not seen", max(r["missing"] for r in runs), None, None),
