@@ -254,19 +254,28 @@ class EventProducer:
         try:
             return await asyncio.wait_for(send(), remaining)
         except TimeoutError:
-            await self._abandon_producer()
+            await self._replace_producer(drop_buffered=True)
             raise
 
-    async def _abandon_producer(self) -> None:
-        """Replace the client without delivering what it still buffers.
+    async def _replace_producer(self, *, drop_buffered: bool = False) -> None:
+        """A new client in place of the current one; it connects on the next send.
 
-        aiokafka has no public way to withdraw a buffered record, and ``stop()`` flushes
-        (it would deliver them once the broker is back). So its sender is stopped first
-        (nothing leaves any more), then its batches are failed, as aiokafka itself does
-        when its sender dies. A batch already on the wire when the broker went away may
-        still have been written: that is the one ambiguous case, as with any producer.
+        ``drop_buffered``: the old client's buffered records must never be delivered (the
+        caller was told the publish failed). aiokafka has no public way to withdraw a
+        buffered record, and ``stop()`` flushes (it would deliver them once the broker is
+        back). So its sender is stopped first (nothing leaves any more), then its batches
+        are failed, as aiokafka itself does when its sender dies. A batch already on the
+        wire when the broker went away may still have been written: that is the one
+        ambiguous case, as with any producer.
         """
         old, self._producer = self._producer, self._new_producer()
+        self._client_down = True
+        if not drop_buffered:
+            try:
+                await old.stop()
+            except KafkaError as exc:  # its pending sends have failed already
+                log.warning("stopping the old producer: %r", exc)
+            return
         try:
             await asyncio.wait_for(old._sender.close(), 5.0)
         except Exception as exc:
@@ -278,17 +287,6 @@ class EventProducer:
             log.warning("closing the abandoned producer: %r", exc)
         log.warning("publish given up after %.0f s; producer replaced, its buffer dropped",
                     self._give_up_seconds or 0.0)
-        self._client_down = True
-        await self._try_connect_client()
-
-    async def _replace_producer(self) -> None:
-        old, self._producer = self._producer, self._new_producer()
-        try:
-            await old.stop()
-        except KafkaError as exc:  # its pending sends have failed already
-            log.warning("stopping the old producer: %r", exc)
-        self._client_down = True
-        await self._try_connect_client()
 
     async def _connect_client(self) -> None:
         """Start the replacement client; a failed start leaves a fresh one for the next try.
@@ -303,12 +301,6 @@ class EventProducer:
             self._producer = self._new_producer()  # a client whose start failed cannot retry
             raise
         self._client_down = False
-
-    async def _try_connect_client(self) -> None:
-        try:
-            await self._connect_client()
-        except KafkaError as exc:
-            log.warning("new producer not connected yet: %r", exc)  # the next send retries
 
 
 @dataclass
