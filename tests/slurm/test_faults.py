@@ -141,6 +141,17 @@ async def test_dropped_ssh_connection_is_reopened_and_the_job_completes(
         await verify_read_model(batch.base, row)
 
 
+async def kill_bridge_once_running(base: Stack, bridge: BridgeProcess, row: FaultRow,
+                                   event: Event, tasks: int = 1) -> str:
+    """Publish the batch job, SIGKILL the bridge once ``tasks`` of its tasks run; its id."""
+    await base.producer.publish(event)
+    row.jobs += 1
+    await base.wait_events(
+        event.job_id, lambda es: len(of_type(es, "TaskStarted")) >= tasks, within=60)
+    bridge.kill()
+    return event.job_id
+
+
 @pytest.mark.faults
 async def test_bridge_killed_mid_job_resumes_without_a_second_sbatch(
         tmp_path: Path, kafka_settings: KafkaSettings, cluster_site: ClusterSite,
@@ -152,13 +163,9 @@ async def test_bridge_killed_mid_job_resumes_without_a_second_sbatch(
         bridge_process.env["SIMJOBS_CLUSTERS"] = cluster_json(
             cluster_site.config(setup=SLOW), cluster_site.config(REF))
         bridge_process.start()
-        event = batch_job_event(base.artifacts, files, ntasks=3, primaries=3000,
-                                base_seed=seed)
-        await base.producer.publish(event)
-        job_id = event.job_id
-        row.jobs += 1
-        await base.wait_events(job_id, lambda es: bool(of_type(es, "TaskStarted")), within=60)
-        bridge_process.kill()
+        job_id = await kill_bridge_once_running(
+            base, bridge_process, row, batch_job_event(
+                base.artifacts, files, ntasks=3, primaries=3000, base_seed=seed))
         slurm_before = await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")
         assert any(line.endswith("|RUNNING") for line in slurm_before), slurm_before
 
@@ -195,13 +202,9 @@ async def test_cancel_while_the_bridge_is_killed_is_carried_out_once_it_restarts
         bridge_process.start()
         event = batch_job_event(base.artifacts, beam(1000, extra="HANG\n"), ntasks=2,
                                 primaries=1000)
-        await base.producer.publish(event)
         job_id = event.job_id
-        row.jobs += 1
         try:
-            await base.wait_events(  # both tasks run on SLURM
-                job_id, lambda es: len(of_type(es, "TaskStarted")) == 2, within=60)
-            bridge_process.kill()
+            await kill_bridge_once_running(base, bridge_process, row, event, tasks=2)
             await base.cancel(job_id)  # nobody is there to carry it out
             await base.wait_events(job_id, lambda es: bool(of_type(es, "CancelRequested")))
             slurm_down = await slurm_jobs_named(cluster_site, f"simjobs-{job_id}")
