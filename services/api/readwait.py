@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,7 +75,8 @@ class JobWaiter:
         self.reader = ViewReader(engine)
         self.bound_seconds = bound_seconds
         self.poll_seconds = poll_seconds
-        self._published: dict[str, float] = {}
+        #: Oldest first (times only grow), so expiry pops from the front.
+        self._published: OrderedDict[str, float] = OrderedDict()
         self._waits: dict[str, list[_Wait]] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -83,9 +85,22 @@ class JobWaiter:
         """Remember that this process accepted ``job_id`` (so a miss is worth a wait)."""
         now = time.monotonic()
         self._published[job_id] = now
-        if len(self._published) > 10_000:
-            cutoff = now - RECENT_SECONDS
-            self._published = {j: t for j, t in self._published.items() if t >= cutoff}
+        self._published.move_to_end(job_id)
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Forget ids older than the window, oldest first.
+
+        O(1) per id: rebuilding the whole map on every submit (as before) cost O(jobs
+        accepted in the last minute) each time, ~60,000 at 1,000 jobs/s.
+        """
+        cutoff = now - RECENT_SECONDS
+        published = self._published
+        while published:
+            oldest = next(iter(published.values()))
+            if oldest >= cutoff:
+                break
+            published.popitem(last=False)
 
     def worth_waiting(self, job_id: str) -> bool:
         """Whether a miss on ``job_id`` may just be projector lag."""
