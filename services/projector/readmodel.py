@@ -318,7 +318,8 @@ def view_from_rows(job: Any, task_rows: Sequence[Any]) -> JobView:
     return JobView(**mapping)
 
 
-def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    """Slices of at most ``size`` ids: an ``IN (...)`` list stays under the bind limits."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -330,7 +331,7 @@ def fetch_views(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobView]:
     projector's batch); :func:`load_views` is the same for async callers.
     """
     found: dict[str, JobView] = {}
-    for chunk in _chunks(list(job_ids)):
+    for chunk in chunks(list(job_ids)):
         job_rows = conn.execute(select(jobs).where(jobs.c.job_id.in_(chunk))).all()
         if not job_rows:
             continue
@@ -518,7 +519,7 @@ class BulkWriters:
                 (list(event_ids),))
             return {r[0] for r in result}
         known: set[str] = set()
-        for chunk in _chunks(list(event_ids)):
+        for chunk in chunks(list(event_ids)):
             marks = ",".join("?" * len(chunk))
             result = conn.exec_driver_sql(
                 f"SELECT event_id FROM applied_events WHERE event_id IN ({marks})",
