@@ -15,6 +15,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from services.api.app import create_app
+from services.ops.gctune import tune_garbage_collector
 from services.ops.http import JobAccessLogger
 from services.ops.logs import setup_logging
 from services.settings import load_api_settings, load_settings
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="share the port with other API processes (SO_REUSEPORT)")
     args = parser.parse_args(argv)
     setup_logging("api")
+    tune_garbage_collector()
     api = replace(api, host=args.host, port=args.port)
     web.run_app(create_app(load_settings(), api), host=api.host, port=api.port,
                 reuse_port=args.reuse_port or None, access_log_class=JobAccessLogger,

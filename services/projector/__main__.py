@@ -9,7 +9,6 @@ database unreachable, a failing batch), 2 on a configuration error.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.contract.kafka_io import EventDecoder
 from services.contract.topics import ensure_topics
+from services.ops.gctune import tune_garbage_collector
 from services.ops.health import Health, database_check, kafka_check
 from services.ops.http import OpsServer
 from services.ops.lag import LagSampler, stored_lag
@@ -106,26 +106,6 @@ async def _project(settings: Settings, projector: MeteredProjector) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         log.info("stopped after applying %d events", projector.applied_total)
-
-
-#: Allocations between two young collections (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_garbage_collector() -> None:
-    """Keep the cycle collector from walking the same objects over and over.
-
-    A replay batch makes tens of thousands of short-lived objects (records, events,
-    rows) that reference counting frees; with CPython's defaults the collector ran a
-    young pass every 700 allocations and a full pass over every live object a dozen
-    times per 100,000 events: half of the projector's CPU time. So: everything alive
-    after start-up (modules, classes, settings) is frozen out of the collector's
-    passes, and young passes come every 50,000 allocations. Cycles are still found,
-    only later. Process-wide, hence here in the entry point and not in the class.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
 
 
 def make_sqlite_dir(url: str) -> None:
