@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from services.api import readwait
 from services.api.readwait import RECENT_SECONDS, JobWaiter
 from services.projector.readmodel import make_engine
 
@@ -16,7 +16,7 @@ async def test_accepted_ids_expire_after_the_window_oldest_first(
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'rm.sqlite3'}")
     waiter = JobWaiter(engine, bound_seconds=1.0)
     clock = [1000.0]
-    monkeypatch.setattr(readwait.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # readwait's clock
     try:
         for n in range(30_000):  # 500 ids per second for a minute
             clock[0] = 1000.0 + n / 500
