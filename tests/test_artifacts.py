@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,58 @@ async def test_async_wrappers_round_trip(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     ref = await store.aput_json({"x": 1})
     assert await store.aget_json(ref) == {"x": 1}
+
+
+async def test_concurrent_puts_from_threads_and_two_stores_all_land(tmp_path: Path) -> None:
+    """Two stores on one directory (two processes' worth) writing from many threads."""
+    stores = [ArtifactStore(tmp_path), ArtifactStore(tmp_path)]
+    blobs = [f"input {n}\n".encode() * (1 + n % 50) for n in range(400)]
+    blobs.append(bytes(range(256)) * 20_000)  # 5 MiB: more than one write() may take
+    refs = await asyncio.gather(*(stores[n % 2].aput_bytes(b) for n, b in enumerate(blobs)))
+    assert refs == [digest(b) for b in blobs]
+    check_stored(tmp_path, stores[0], refs, blobs)
+
+
+def check_stored(root: Path, store: ArtifactStore, refs: list[str], blobs: list[bytes]) -> None:
+    assert all(store.get_bytes(r) == b for r, b in zip(refs, blobs, strict=True))
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == sorted(set(refs))  # no temp file left behind
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+
+
+def test_a_failed_write_leaves_neither_artifact_nor_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ArtifactStore(tmp_path)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.put_bytes(b"never stored")
+    assert not store.exists(digest(b"never stored"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    monkeypatch.undo()
+    assert store.get_bytes(store.put_bytes(b"never stored")) == b"never stored"
+
+
+async def test_concurrent_puts_are_written_in_batches_and_fail_one_by_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ArtifactStore(tmp_path)
+    blobs = [f"submission {n}\n".encode() for n in range(200)]
+    doomed = blobs[7]
+    (tmp_path / digest(doomed)[:2]).write_bytes(b"")  # a file where its directory must go
+    batches: list[int] = []
+    put_many = store._put_many
+
+    def recording(batch: list[bytes]) -> list[str | BaseException]:
+        batches.append(len(batch))
+        return put_many(batch)
+
+    monkeypatch.setattr(store, "_put_many", recording)
+    results = await asyncio.gather(*(store.aput_bytes(b) for b in blobs),
+                                   return_exceptions=True)
+    assert sum(batches) == len(blobs) and len(batches) < len(blobs) / 4
+    assert isinstance(results[7], OSError)
+    ok = [(r, b) for r, b in zip(results, blobs, strict=True) if b != doomed]
+    assert all(r == digest(b) and store.get_bytes(r) == b for r, b in ok)

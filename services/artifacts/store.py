@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import re
-import tempfile
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,19 @@ def canonical_json(value: Any) -> bytes:
 class ArtifactStore:
     """A local directory of ``ab/abcdef...`` files (the default store)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, writers: int = 1) -> None:
         self.root = root
+        #: Batches of :meth:`aput_bytes` written at once.
+        self.writers = writers
+        #: Temp names unique to this store object (pid and a random token: no other
+        #: process or earlier run can hold one), numbered; ``next()`` is atomic under the GIL.
+        self._tmp_prefix = f".tmp-{os.getpid()}-{secrets.token_hex(4)}-"
+        self._tmp_numbers = itertools.count()
+        self._made_dirs: set[Path] = set()
+        #: Puts waiting for the next batch, and the tasks writing batches (one event loop
+        #: uses a store at a time: each service process has one loop).
+        self._queued: list[tuple[bytes, asyncio.Future[str]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
 
     def path_of(self, ref: str) -> Path:
         """Where an artifact lives (whether or not it exists)."""
@@ -56,22 +69,58 @@ class ArtifactStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes (idempotent) and return their address."""
-        ref = digest(data)
-        path = self.path_of(ref)
-        if path.exists():
-            return ref
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return ref
+        result = self._put_many([data])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _put_many(self, blobs: Sequence[bytes]) -> list[str | BaseException]:
+        """Store several artifacts with one round of fsyncs: each one's address or error.
+
+        All files are written first, then fsynced: the first fsync's journal commit
+        (ext4, ``data=ordered``) carries the data of every file written before it, so
+        the others find little left to flush. Measured on this machine's disk, one
+        thread: 0.14 ms CPU an artifact in batches of 8, against 0.54 ms one by one
+        (and 0.29-0.37 ms with 6-32 threads fsyncing side by side). Plain ``os`` calls,
+        temp names from a counter, directories made once per process.
+        """
+        refs = [digest(data) for data in blobs]
+        errors: dict[str, BaseException] = {}
+        opened: dict[str, tuple[int, Path, Path]] = {}  # ref -> fd, temp file, final path
+        for ref, data in zip(refs, blobs, strict=True):
+            path = self.path_of(ref)
+            if ref in opened or ref in errors or path.exists():
+                continue
+            tmp = path.parent / f"{self._tmp_prefix}{next(self._tmp_numbers)}"
+            try:
+                if path.parent not in self._made_dirs:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._made_dirs.add(path.parent)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                errors[ref] = exc
+                continue
+            opened[ref] = (fd, tmp, path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:
+                errors[ref] = exc
+        for ref, (fd, tmp, path) in opened.items():
+            try:
+                try:
+                    if ref not in errors:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if ref not in errors:
+                    os.replace(tmp, path)
+            except OSError as exc:
+                errors[ref] = exc
+            if ref in errors:
+                tmp.unlink(missing_ok=True)
+        return [errors.get(ref, ref) for ref in refs]
 
     def get_bytes(self, ref: str) -> bytes:
         """Read an artifact and check its hash.
@@ -102,15 +151,50 @@ class ArtifactStore:
 
     async def aput_json(self, value: Any) -> str:
         """:meth:`put_json` off the event loop (it fsyncs)."""
-        return await asyncio.to_thread(self.put_json, value)
+        return await self.aput_bytes(canonical_json(value))
 
     async def aget_json(self, ref: str) -> Any:
         """:meth:`get_json` off the event loop."""
         return await asyncio.to_thread(self.get_json, ref)
 
     async def aput_bytes(self, data: bytes) -> str:
-        """:meth:`put_bytes` off the event loop."""
-        return await asyncio.to_thread(self.put_bytes, data)
+        """:meth:`put_bytes` off the event loop, group-committed with concurrent puts.
+
+        Up to ``writers`` batches (one by default) are written in threads at a time; the
+        puts that arrive while they are busy wait and go together in the next batch, so a
+        busy API pays one round of fsyncs and one thread hop per batch instead of one per
+        submission (the Kafka producer batches the same way). Measured (api_bench, c=32,
+        distinct inputs, two rounds each): one thread per put 533/534 submits/s at 1.44
+        ms API CPU each; one writer 614/616 at 1.02 ms; four writers 564/583 at 1.2 ms.
+        A put that is cancelled still lands (its batch is under way), like a
+        write already handed to ``to_thread``.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._queued.append((data, future))
+        self._flushers = {t for t in self._flushers if not t.done() and t.get_loop() is loop}
+        if len(self._flushers) < self.writers:
+            self._flushers.add(loop.create_task(self._flush()))
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                results = await asyncio.to_thread(self._put_many, [d for d, _ in batch])
+            except asyncio.CancelledError:  # the loop is shutting down: so are the waiters
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:  # not an OSError of one file: the whole batch failed
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done() or future.get_loop().is_closed():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def aget_bytes(self, ref: str) -> bytes:
         """:meth:`get_bytes` off the event loop."""
