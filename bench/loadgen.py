@@ -5,7 +5,10 @@ result object on stdout (progress goes to stderr). Config keys:
 
 * ``base_url``: ``http://127.0.0.1:PORT`` (anything else is refused);
 * ``cookie``: the ``Cookie`` header of a logged-in user;
-* ``post_body``: the body of ``POST /jobs/direct``;
+* ``post_body``: the body of ``POST /jobs/direct``; each request sends it with a distinct
+  input (a comment line numbering it appended to its first input file), so that every
+  submission stores a new input artifact (write + fsync), as real submissions do: with
+  one body for all, only the first request wrote one;
 * ``levels``: ``[{"concurrency": c, "requests": n}, ...]`` for ``POST /jobs/direct``;
 * ``get_concurrency``, ``get_requests``: the ``GET /jobs/direct`` phase;
 * ``max_seconds``: wall-time bound of each phase (a phase stops at whichever comes first);
@@ -32,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
+
+from services.ops.gctune import tune_garbage_collector
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 JOBS_PATH = "/jobs/direct"
@@ -121,18 +126,29 @@ class LoadGen:
         self.base = str(config["base_url"]).rstrip("/")
         if not self.base.startswith("http://127.0.0.1:"):
             raise SystemExit(f"loadgen only targets http://127.0.0.1, got {self.base!r}")
-        self.body = json.dumps(config["post_body"]).encode()
+        self.post_body: dict[str, Any] = config["post_body"]
+        self.run_id = f"{os.getpid()}-{time.time_ns()}"
+        self.posts = 0
         self.headers = {"Cookie": str(config["cookie"]), "Content-Type": "application/json"}
         self.max_seconds = float(config["max_seconds"])
         self.job_ids: list[str] = []
         self.pids: dict[str, int] = {k: int(v) for k, v in config.get("cpu_pids", {}).items()}
         self.pids["loadgen"] = os.getpid()
 
+    def _body(self) -> bytes:
+        """The POST body with an input no other request of any run has sent."""
+        self.posts += 1
+        files = dict(self.post_body["input_files"])
+        first = next(iter(files))
+        files[first] += f"* loadgen {self.run_id} request {self.posts}\n"
+        return json.dumps({**self.post_body, "input_files": files}).encode()
+
     async def _post(self, session: aiohttp.ClientSession, phase: Phase) -> None:
         while phase.take() is not None:
+            body = self._body()
             t0 = time.perf_counter()
             try:
-                async with session.post(self.base + JOBS_PATH, data=self.body,
+                async with session.post(self.base + JOBS_PATH, data=body,
                                         headers=self.headers) as resp:
                     raw = await resp.read()
                     status: int | None = resp.status
@@ -231,6 +247,7 @@ class LoadGen:
 
 def main() -> int:
     config = json.load(sys.stdin)
+    tune_garbage_collector()  # the client's own collector pauses are not the API's latency
     result = asyncio.run(LoadGen(config).run())
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
