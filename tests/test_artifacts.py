@@ -69,7 +69,7 @@ def test_a_failed_write_leaves_neither_artifact_nor_temp_file(
     with pytest.raises(OSError, match="No space left"):
         store.put_bytes(b"never stored")
     assert not store.exists(digest(b"never stored"))
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert files_in(tmp_path) == []
     monkeypatch.undo()
     assert store.get_bytes(store.put_bytes(b"never stored")) == b"never stored"
 
@@ -94,3 +94,22 @@ async def test_concurrent_puts_are_written_in_batches_and_fail_one_by_one(
     assert isinstance(results[7], OSError)
     ok = [(r, b) for r, b in zip(results, blobs, strict=True) if b != doomed]
     assert all(r == digest(b) and store.get_bytes(r) == b for r, b in ok)
+
+
+async def test_a_batch_whose_fsyncs_fail_stores_nothing_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ArtifactStore(tmp_path)
+
+    def io_error(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", io_error)
+    blobs = [f"batch {n}".encode() for n in range(40)]
+    results = await asyncio.gather(*(store.aput_bytes(b) for b in blobs),
+                                   return_exceptions=True)
+    assert all(isinstance(r, OSError) and r.errno == errno.EIO for r in results)
+    assert files_in(tmp_path) == []
+
+
+def files_in(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
