@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack import postgres
 from services.projector import readmodel as rm
 from services.projector.readmodel import make_engine
 from services.projector.transactions import Transactions
@@ -105,3 +107,27 @@ def test_only_errors_of_a_server_that_went_away_are_transient() -> None:
     assert not transient(UniqueViolationError("duplicate key"))
     assert not transient(FileNotFoundError("artifact"))
     assert not transient(ValueError("bad event"))
+
+
+@pytest.fixture
+def pg_url(postgres_server: postgres.PostgresHandle) -> str:
+    """A fresh database on the session's PostgreSQL (this test is about PostgreSQL only)."""
+    return postgres.create_database(postgres_server, f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_batch_commits_asynchronously_and_nothing_else_does(
+        pg_url: str) -> None:
+    """The batch's commit skips the WAL fsync (it is replayed from Kafka if lost); the
+    setting is LOCAL to the batch, so other work on the same pooled connection keeps the
+    server's durable default."""
+    engine = make_engine(pg_url)
+    try:
+        transactions = Transactions(engine)
+        inside = await transactions.run(
+            lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+        assert inside == "off"
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.current_setting("synchronous_commit"))) == "on"
+    finally:
+        await engine.dispose()
