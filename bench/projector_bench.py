@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
@@ -112,8 +112,7 @@ def settle(pg_url: str | None) -> float:
     t = time.perf_counter()
     if pg_url is not None:
         async def checkpoint() -> None:
-            conn = await asyncpg.connect(make_url(pg_url).set(drivername="postgresql")
-                                         .render_as_string(hide_password=False))
+            conn = await asyncpg.connect(postgres.dsn(pg_url))
             try:
                 await conn.execute("CHECKPOINT")
             finally:

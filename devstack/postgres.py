@@ -358,8 +358,8 @@ def _normalise_url(url: str) -> str:
     return make_url(url).set(drivername=DRIVER).render_as_string(hide_password=False)
 
 
-def _dsn(url: str, database: str | None = None) -> str:
-    """Turn a SQLAlchemy URL into a libpq-style DSN that asyncpg accepts."""
+def dsn(url: str, database: str | None = None) -> str:
+    """Turn a SQLAlchemy URL into a libpq-style DSN that asyncpg accepts (for admin SQL)."""
     parsed = make_url(url).set(drivername="postgresql")
     if database is not None:
         parsed = parsed.set(database=database)
@@ -369,7 +369,7 @@ def _dsn(url: str, database: str | None = None) -> str:
 async def _select_one(url: str) -> bool:
     """Tell whether the server behind `url` runs `SELECT 1` right now."""
     try:
-        conn = await asyncpg.connect(_dsn(url), timeout=_PROBE_TIMEOUT)
+        conn = await asyncpg.connect(dsn(url), timeout=_PROBE_TIMEOUT)
     except (OSError, TimeoutError, asyncpg.PostgresError):
         return False
     try:
@@ -386,7 +386,7 @@ async def _poll_ready(url: str, deadline: float) -> None:
 
 
 async def _create_database(url: str, name: str) -> None:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(dsn(url))
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:

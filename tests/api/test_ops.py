@@ -19,7 +19,6 @@ import aiohttp
 import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import make_url
 
 from devstack import pick_free_ports, postgres
 from services.api.common import ENGINE
@@ -130,8 +129,7 @@ async def test_readiness_follows_the_database_going_away_and_coming_back(
         module_kafka: KafkaSettings, realm: Realm, tmp_path: Path,
         postgres_server: postgres.PostgresHandle, own_database: tuple[str, str]) -> None:
     name, url = own_database
-    admin = await asyncpg.connect(make_url(postgres_server.url).set(
-        drivername="postgresql").render_as_string(hide_password=False))
+    admin = await asyncpg.connect(postgres.dsn(postgres_server.url))
     try:
         settings = make_settings(module_kafka, url, tmp_path)
         async with running_stack(settings, api_settings(realm), with_projector=False) as api:
