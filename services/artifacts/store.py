@@ -51,19 +51,17 @@ def canonical_json(value: Any) -> bytes:
 class ArtifactStore:
     """A local directory of ``ab/abcdef...`` files (the default store)."""
 
-    def __init__(self, root: Path, *, writers: int = 1) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        #: Batches of :meth:`aput_bytes` written at once.
-        self.writers = writers
         #: Temp names unique to this store object (pid and a random token: no other
         #: process or earlier run can hold one), numbered; ``next()`` is atomic under the GIL.
         self._tmp_prefix = f".tmp-{os.getpid()}-{secrets.token_hex(4)}-"
         self._tmp_numbers = itertools.count()
         self._made_dirs: set[Path] = set()
-        #: Puts waiting for the next batch, and the tasks writing batches (one event loop
+        #: Puts waiting for the next batch, and the task writing batches (one event loop
         #: uses a store at a time: each service process has one loop).
         self._queued: list[tuple[bytes, asyncio.Future[str]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
         self._fsyncers: ThreadPoolExecutor | None = None
 
     def path_of(self, ref: str) -> Path:
@@ -111,8 +109,8 @@ class ArtifactStore:
                     view = view[os.write(fd, view):]
             except OSError as exc:
                 errors[ref] = exc
-        synced = [(ref, fd) for ref, (fd, _, _) in opened.items() if ref not in errors]
-        for ref, error in zip([r for r, _ in synced], self._fsync_all([fd for _, fd in synced]),
+        written = [ref for ref in opened if ref not in errors]
+        for ref, error in zip(written, self._fsync_all([opened[r][0] for r in written]),
                               strict=True):
             if error is not None:
                 errors[ref] = error
@@ -180,21 +178,21 @@ class ArtifactStore:
     async def aput_bytes(self, data: bytes) -> str:
         """:meth:`put_bytes` off the event loop, group-committed with concurrent puts.
 
-        Up to ``writers`` batches (one by default) are written in threads at a time; the
-        puts that arrive while they are busy wait and go together in the next batch, so a
-        busy API pays one round of fsyncs and one thread hop per batch instead of one per
-        submission (the Kafka producer batches the same way). Measured (api_bench, c=32,
-        distinct inputs, two rounds each): one thread per put 533/534 submits/s at 1.44
-        ms API CPU each; one writer 614/616 at 1.02 ms; four writers 564/583 at 1.2 ms.
+        One batch is written (in a thread) at a time; the puts that arrive meanwhile wait
+        and go together in the next one, so a busy API pays one round of fsyncs and one
+        thread hop per batch instead of one per submission (the Kafka producer batches the
+        same way). Measured (api_bench, c=32, distinct inputs, two rounds each): one thread
+        per put 533/534 submits/s at 1.44 ms API CPU each; one batch at a time 614/616 at
+        1.02 ms; four at a time 564/583 at 1.2 ms.
         A put that is cancelled still lands (its batch is under way), like a
         write already handed to ``to_thread``.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self._queued.append((data, future))
-        self._flushers = {t for t in self._flushers if not t.done() and t.get_loop() is loop}
-        if len(self._flushers) < self.writers:
-            self._flushers.add(loop.create_task(self._flush()))
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
