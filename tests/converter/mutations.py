@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from hypothesis import strategies as st
@@ -57,6 +58,8 @@ def mutate(doc: dict[str, Any], path: str, kind: str, value: Any) -> dict[str, A
             scaled = current * value if isinstance(value, int | float) else -current
         except OverflowError:  # a float times an int beyond floats: use the int itself
             scaled = value
+        if isinstance(scaled, float) and not math.isfinite(scaled):
+            scaled = value  # a product beyond floats (inf) is no JSON: the value itself
         parent[last] = scaled  # type: ignore[index]
     elif kind == "repeat" and isinstance(current, list) and current:
         current.append(copy.deepcopy(current[0]))
