@@ -76,8 +76,9 @@ async def artifacts_ctx(app: web.Application) -> AsyncIterator[None]:
     """The content-addressed artifact store."""
     root = app[SETTINGS].artifacts.root
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    app[ARTIFACTS] = ArtifactStore(root)
+    app[ARTIFACTS] = store = ArtifactStore(root)
     yield
+    await store.aclose()  # a clean stop leaves no journal segment to recover
 
 
 async def _connect(producer: EventProducer) -> None:
