@@ -7,7 +7,8 @@ What it does:
 
 1. a Kafka broker: the project's own (default home) if it already answers, used and left
    running; otherwise one started in its own home (``~/.cache/simjobs/kafka-apibench``) and
-   stopped at the end. Either way the topics get a fresh prefix, so nothing else is touched;
+   stopped at the end. Either way the topics get a fresh prefix, so nothing else is touched,
+   and are deleted at the end;
 2. the projector and ``--api-workers`` API processes (sharing one port), started by the
    stack launcher (``devstack.stack``, the code behind ``make up``) with a fresh
    ``SIMJOBS_STATE_DIR`` under /tmp (SQLite read model, artifacts, secrets, logs), a free
@@ -48,6 +49,7 @@ import aiohttp
 
 from devstack import kafka_broker, pick_free_ports
 from devstack.stack import Stack, StackConfig
+from services.contract.topics import delete_prefixed_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
@@ -76,6 +78,9 @@ class Bench:
         self.loadgen: subprocess.Popen[bytes] | None = None
         self.broker_home: Path | None = None
         self.broker_pid: int | None = None
+        #: The broker and topic prefix of this run: its topics are deleted at the end.
+        self.bootstrap: str | None = None
+        self.topic_prefix: str | None = None
 
     def stop_all(self) -> None:
         if self.loadgen is not None and self.loadgen.poll() is None:
@@ -83,6 +88,11 @@ class Bench:
             self.loadgen.wait()
         if self.services is not None:
             self.services.stop()
+        if self.bootstrap is not None and self.topic_prefix is not None:
+            try:
+                asyncio.run(delete_prefixed_topics(self.bootstrap, frozenset({self.topic_prefix})))
+            except Exception as exc:  # the figures are printed: say what was left, go on
+                log(f"could not delete topics {self.topic_prefix}.*: {exc!r}")
         if self.broker_home is not None:
             kafka_broker.stop(self.broker_home)
             self.broker_home = None
@@ -246,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"apibench{uuid.uuid4().hex[:10]}"
     profiles = [state_dir / f"api-{i}.prof" for i in range(1, args.api_workers + 1)]
     try:
-        bootstrap = broker(stack)
+        bootstrap = stack.bootstrap = broker(stack)
+        stack.topic_prefix = prefix
         port = pick_free_ports(1)[0]
         env = service_env(bootstrap, state_dir, port, prefix)
         base = f"http://127.0.0.1:{port}"

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack import kafka_broker, postgres
-from services.contract.topics import ensure_topics
+from services.contract.topics import delete_prefixed_topics, ensure_topics
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings
 from tests.support.fault_tally import write_summary
@@ -49,22 +48,7 @@ def kafka_bootstrap() -> Iterator[str]:
     broker = kafka_broker.start(TEST_KAFKA_HOME, jars_home=kafka_broker.default_home(),
                                 disposable=True)
     yield broker.bootstrap
-    asyncio.run(delete_session_topics(broker.bootstrap, frozenset(_SESSION_PREFIXES)))
-
-
-async def delete_session_topics(bootstrap: str, prefixes: frozenset[str]) -> int:
-    """Delete the topics under `prefixes` (and nothing else: a concurrent session's topics
-    stay); returns how many were deleted."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60_000)
-    await admin.start()
-    try:
-        ours = sorted(topic for topic in await admin.list_topics()
-                      if topic.split(".", 1)[0] in prefixes)
-        for start in range(0, len(ours), 500):
-            await admin.delete_topics(ours[start:start + 500], timeout_ms=60_000)
-        return len(ours)
-    finally:
-        await admin.close()
+    asyncio.run(delete_prefixed_topics(broker.bootstrap, frozenset(_SESSION_PREFIXES)))
 
 
 def new_prefix() -> str:

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack import kafka_broker, postgres, process_alive
-from services.contract.topics import topic_specs
-from tests.conftest import delete_session_topics, fresh_topics
+from services.contract.topics import delete_prefixed_topics, topic_specs
+from tests.conftest import fresh_topics
 
 
 def _gone(pid: int | None) -> bool:
@@ -127,7 +127,7 @@ def test_disposable_broker_reuses_a_running_one_but_launches_on_empty_data(
 def test_a_session_deletes_its_own_topics_and_no_other(kafka_bootstrap: str) -> None:
     ours = asyncio.run(fresh_topics(kafka_bootstrap))
     theirs = asyncio.run(fresh_topics(kafka_bootstrap))
-    deleted = asyncio.run(delete_session_topics(kafka_bootstrap,
+    deleted = asyncio.run(delete_prefixed_topics(kafka_bootstrap,
                                                 frozenset({ours.topic_prefix})))
     assert deleted == len(topic_specs(ours))
     deadline = time.monotonic() + 15.0
