@@ -13,15 +13,18 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devstack import pick_free_ports
 from services.contract.jobs import JobState
 from services.ops.health import kafka_check
-from services.ops.logs import job_context, setup_logging
+from services.ops.logs import JsonFormatter, job_context, setup_logging
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings, LogSettings, RunnerSettings
 from tests.api.test_ops import samples
@@ -201,3 +204,11 @@ async def test_the_kafka_check_asks_for_its_own_topic_and_fails_without_it(
     missing = replace(kafka_settings, topic_prefix=f"{kafka_settings.topic_prefix}-gone")
     with pytest.raises(LookupError, match=f"topic {missing.jobs_topic} does not exist"):
         await kafka_check(missing).probe()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_log_times_are_what_datetime_writes(created: float) -> None:
+    """The formatter's cached-second clock writes what ``datetime`` would, to the ms."""
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert JsonFormatter("api")._time(created) == expected.replace("+00:00", "Z")

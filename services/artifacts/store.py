@@ -11,6 +11,7 @@ corruption is reported, not served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -59,7 +60,8 @@ class ArtifactStore:
         #: process or earlier run can hold one), numbered; ``next()`` is atomic under the GIL.
         self._tmp_prefix = f".tmp-{os.getpid()}-{secrets.token_hex(4)}-"
         self._tmp_numbers = itertools.count()
-        self._made_dirs: set[Path] = set()
+        self._root = str(root)
+        self._made_dirs: set[str] = set()
         self.journal = Journal(root)
         #: Whether this object has recovered what dead writers left (before its first put).
         self._recovered = False
@@ -113,26 +115,32 @@ class ArtifactStore:
 
         A file already there is read back first: one a crash tore (renamed, its data
         never written) would otherwise stand for every later put of the same bytes.
+        Plain ``os`` calls on string paths: this runs once per submission.
         """
-        path = self.path_of(ref)
+        directory = os.path.join(self._root, ref[:2])
+        final = os.path.join(directory, ref)
         try:
-            if digest(path.read_bytes()) == ref:
-                return
+            fd = os.open(final, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             pass
-        if path.parent not in self._made_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(path.parent)
-        tmp = path.parent / f"{self._tmp_prefix}{next(self._tmp_numbers)}"
+        else:
+            with open(fd, "rb") as existing:
+                if digest(existing.read()) == ref:
+                    return
+        if directory not in self._made_dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._made_dirs.add(directory)
+        tmp = os.path.join(directory, f"{self._tmp_prefix}{next(self._tmp_numbers)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
                 write_all(fd, data)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            os.replace(tmp, final)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def checkpoint(self) -> None:

@@ -252,7 +252,8 @@ class EventProducer:
             return await send()
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            return await asyncio.wait_for(send(), remaining)
+            async with asyncio.timeout(remaining):  # no task of its own, unlike wait_for
+                return await send()
         except TimeoutError:
             await self._replace_producer(drop_buffered=True)
             raise

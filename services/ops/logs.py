@@ -13,8 +13,8 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from services.settings import LogSettings, load_log_settings
@@ -51,18 +51,34 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        #: The formatted second of the last line: the API logs hundreds a second.
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        """``created`` as ISO 8601 UTC with milliseconds, as ``datetime`` writes it.
+
+        That is: rounded to the microsecond first, then cut to the millisecond.
+        """
+        second = int(created)
+        millis = round((created - second) * 1e6) // 1000
+        if millis == 1000:
+            second, millis = second + 1, 0
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{millis:03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             "service": self.service,
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key[0] != "_":
                 line[key] = value
         if line.get("job_id") is None:
             line.pop("job_id", None)
