@@ -4,15 +4,19 @@
 
 What a busy API does: ``--concurrency`` coroutines in one event loop, each spending
 ``--busy-us`` of CPU on the loop (the rest of a submission) and then awaiting one
-``aput_bytes`` of a distinct 300-byte input. Two stores, each in its own fresh directory
-under /tmp, take turns for one second at a time (``--rounds`` turns each), so that the
+``aput_bytes`` of a distinct 300-byte input. Two stores, each in its own directory under
+``~/.cache/simjobs/artifact-bench`` (kept between runs, as :mod:`bench.api_bench` keeps
+its store, and for the same reason: files deleted in the last minutes make every create
+slow on this disk), take turns for one second at a time (``--rounds`` turns each), so that the
 host's speed, which drifts by tens of percent here from one minute to the next, is the
 same for both; the figures are medians over the turns.
 
 * ``journal``: :class:`services.artifacts.store.ArtifactStore` (one journal fdatasync a
-  batch, files checkpointed by a ``syncfs`` every few seconds);
-* ``fsync per file`` (baseline): the same batching, but every file of a batch fsynced
-  side by side in 8 threads before its rename, as the store did before the journal.
+  batch in a thread, small files placed on the loop, all checkpointed by a ``syncfs``
+  every few seconds);
+* ``fsync per file`` (baseline): the same batching, but the whole batch written in a
+  thread, every file fsynced side by side in 8 threads before its rename, as the store
+  did before the journal.
 
 Columns: puts/s; CPU of this process per put beyond the simulated request (user+sys,
 every thread), its system part, and put latency p50/p99.
@@ -27,15 +31,16 @@ import os
 import platform
 import secrets
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.api_bench import trim_artifacts
 from services.artifacts.store import ArtifactStore, digest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "artifacts.json"
+KEPT_STORES = Path.home() / ".cache" / "simjobs" / "artifact-bench"
 COLUMNS = ("puts_per_s", "cpu_us_per_put", "sys_us_per_put", "p50_ms", "p99_ms")
 
 
@@ -45,6 +50,9 @@ class FsyncPerFileStore(ArtifactStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._fsyncers = ThreadPoolExecutor(8, thread_name_prefix="bench-fsync")
+
+    async def _put_batch(self, blobs: list[bytes]) -> list[str | BaseException]:
+        return await asyncio.to_thread(self._put_many, blobs)
 
     def _put_many(self, blobs: Any) -> list[str | BaseException]:
         refs = [digest(data) for data in blobs]
@@ -94,14 +102,14 @@ async def one_turn(store: ArtifactStore, seconds: float, concurrency: int,
 
 
 async def run(rounds: int, concurrency: int, busy_us: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="artifact-bench-") as tmp:
-        stores = {"fsync per file": FsyncPerFileStore(Path(tmp) / "baseline"),
-                  "journal": ArtifactStore(Path(tmp) / "journal")}
-        turns: dict[str, list[dict[str, float]]] = {name: [] for name in stores}
-        for _ in range(rounds):
-            for name, store in stores.items():
-                turns[name].append(await one_turn(store, 1.0, concurrency, busy_us))
-        await stores["journal"].aclose()
+    stores = {"fsync per file": FsyncPerFileStore(KEPT_STORES / "baseline"),
+              "journal": ArtifactStore(KEPT_STORES / "journal")}
+    turns: dict[str, list[dict[str, float]]] = {name: [] for name in stores}
+    for _ in range(rounds):
+        for name, store in stores.items():
+            turns[name].append(await one_turn(store, 1.0, concurrency, busy_us))
+    await stores["journal"].aclose()
+    trim_artifacts(KEPT_STORES, 300_000)
     return {name: {c: statistics.median(t[c] for t in ts) for c in COLUMNS}
             for name, ts in turns.items()}
 

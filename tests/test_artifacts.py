@@ -90,13 +90,13 @@ async def test_concurrent_puts_are_written_in_batches_and_fail_one_by_one(
     doomed = blobs[7]
     (tmp_path / digest(doomed)[:2]).write_bytes(b"")  # a file where its directory must go
     batches: list[int] = []
-    put_many = store._put_many
+    journal = store._journal
 
-    def recording(batch: list[bytes]) -> list[str | BaseException]:
+    def recording(batch: list[bytes]) -> dict[str, bytes]:
         batches.append(len(batch))
-        return put_many(batch)
+        return journal(batch)
 
-    monkeypatch.setattr(store, "_put_many", recording)
+    monkeypatch.setattr(store, "_journal", recording)
     results = await asyncio.gather(*(store.aput_bytes(b) for b in blobs),
                                    return_exceptions=True)
     assert sum(batches) == len(blobs) and len(batches) < len(blobs) / 4
