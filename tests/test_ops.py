@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import Counter
 
 from devstack import pick_free_ports
 from services.contract.jobs import JobState
 from services.ops.health import kafka_check
 from services.ops.logs import JsonFormatter, job_context, setup_logging
+from services.ops.metrics import labelled
 from services.projector.readmodel import make_engine
 from services.settings import KafkaSettings, LogSettings, RunnerSettings
 from tests.api.test_ops import samples
@@ -212,3 +214,13 @@ def test_log_times_are_what_datetime_writes(created: float) -> None:
     """The formatter's cached-second clock writes what ``datetime`` would, to the ms."""
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     assert JsonFormatter("api")._time(created) == expected.replace("+00:00", "Z")
+
+
+def test_a_remembered_labels_child_is_the_metrics_own() -> None:
+    """Caching ``labels()`` must not split a series: samples land where /metrics reads."""
+    counter = Counter("simjobs_test_labelled", "test", ["kind"], registry=None)
+    child = labelled(counter)
+    child("a").inc()
+    child("a").inc()
+    assert child("a") is counter.labels("a")
+    assert counter.labels("a")._value.get() == 2

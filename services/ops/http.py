@@ -16,7 +16,13 @@ from aiohttp.abc import AbstractAccessLogger
 
 from services.ops.health import Health
 from services.ops.logs import job_context
-from services.ops.metrics import CONTENT_TYPE_LATEST, HTTP_DURATION, HTTP_REQUESTS, exposition
+from services.ops.metrics import (
+    CONTENT_TYPE_LATEST,
+    HTTP_DURATION,
+    HTTP_REQUESTS,
+    exposition,
+    labelled,
+)
 from services.settings import OpsSettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,10 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
+_REQUESTS = labelled(HTTP_REQUESTS)
+_DURATION = labelled(HTTP_DURATION)
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request by route and status and time it; log lines name its job.
@@ -111,8 +121,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         route, method = route_label(request), request.method
-        HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+        _REQUESTS(route, method, str(status)).inc()
+        _DURATION(route, method).observe(time.perf_counter() - started)
 
 
 class JobAccessLogger(AbstractAccessLogger):

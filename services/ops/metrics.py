@@ -10,10 +10,26 @@ durations are histograms in seconds.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["CONTENT_TYPE_LATEST", "exposition"]
+__all__ = ["CONTENT_TYPE_LATEST", "exposition", "labelled"]
+
+
+def labelled(metric: MetricWrapperBase) -> Callable[..., Any]:
+    """``metric.labels``, remembered per label values, for the paths taken per request.
+
+    ``labels()`` validates and joins its values and takes the metric's lock on every call
+    (2 % of the API's CPU at 1,000 submissions/s for three calls a request); the child it
+    returns is the same object each time, so it can be kept. The labels are bounded by
+    design (see above), and so is the cache.
+    """
+    return functools.lru_cache(maxsize=4096)(metric.labels)
 
 # --- every service -------------------------------------------------------------------------
 
