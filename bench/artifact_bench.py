@@ -11,12 +11,10 @@ slow on this disk), take turns for one second at a time (``--rounds`` turns each
 host's speed, which drifts by tens of percent here from one minute to the next, is the
 same for both; the figures are medians over the turns.
 
-* ``journal``: :class:`services.artifacts.store.ArtifactStore` (one journal fdatasync a
-  batch in a thread, small files placed on the loop, all checkpointed by a ``syncfs``
-  every few seconds);
-* ``fsync per file`` (baseline): the same batching, but the whole batch written in a
-  thread, every file fsynced side by side in 8 threads before its rename, as the store
-  did before the journal.
+* ``journal``: :class:`services.artifacts.store.ArtifactStore` (the journal's writer
+  thread syncs whatever is queued in one fdatasync, each put then places its file on the
+  loop; all checkpointed by a ``syncfs`` every few seconds);
+* ``fsync per file`` (baseline): each put in a thread of its own: write, fsync, rename.
 
 Columns: puts/s; CPU of this process per put beyond the simulated request (user+sys,
 every thread), its system part, and put latency p50/p99.
@@ -45,14 +43,17 @@ COLUMNS = ("puts_per_s", "cpu_us_per_put", "sys_us_per_put", "p50_ms", "p99_ms")
 
 
 class FsyncPerFileStore(ArtifactStore):
-    """The baseline: each batch's files written, fsynced side by side, then renamed."""
+    """The baseline: every put written, fsynced and renamed in a thread of its own."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._fsyncers = ThreadPoolExecutor(8, thread_name_prefix="bench-fsync")
 
-    async def _put_batch(self, blobs: list[bytes]) -> list[str | BaseException]:
-        return await asyncio.to_thread(self._put_many, blobs)
+    async def aput_bytes(self, data: bytes) -> str:
+        result = (await asyncio.to_thread(self._put_many, [data]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _put_many(self, blobs: Any) -> list[str | BaseException]:
         refs = [digest(data) for data in blobs]

@@ -90,13 +90,13 @@ async def test_concurrent_puts_are_written_in_batches_and_fail_one_by_one(
     doomed = blobs[7]
     (tmp_path / digest(doomed)[:2]).write_bytes(b"")  # a file where its directory must go
     batches: list[int] = []
-    journal = store._journal
+    append = store.journal.append
 
-    def recording(batch: list[bytes]) -> dict[str, bytes]:
-        batches.append(len(batch))
-        return journal(batch)
+    def recording(records: list[tuple[str, bytes]]) -> None:
+        batches.append(len(records))
+        append(records)
 
-    monkeypatch.setattr(store, "_journal", recording)
+    monkeypatch.setattr(store.journal, "append", recording)
     results = await asyncio.gather(*(store.aput_bytes(b) for b in blobs),
                                    return_exceptions=True)
     assert sum(batches) == len(blobs) and len(batches) < len(blobs) / 4
@@ -192,3 +192,21 @@ def test_a_torn_file_already_there_is_rewritten_by_the_next_put(tmp_path: Path) 
 
 def files_in(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_one_store_serves_puts_from_successive_event_loops_and_after_close(
+        tmp_path: Path) -> None:
+    """The journal's writer thread answers each put on its own loop (tests, CLI tools)."""
+    store = ArtifactStore(tmp_path)
+
+    async def put_some(tag: str) -> list[str]:
+        return await asyncio.gather(*(store.aput_bytes(f"{tag} {n}".encode())
+                                      for n in range(20)))
+
+    first = asyncio.run(put_some("first"))
+    second = asyncio.run(put_some("second"))
+    store.close()
+    third = asyncio.run(put_some("third"))
+    store.close()
+    blobs = [f"{tag} {n}".encode() for tag in ("first", "second", "third") for n in range(20)]
+    check_stored(tmp_path, store, first + second + third, blobs)

@@ -20,6 +20,7 @@ filesystem is synced, and only then is the segment deleted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -247,3 +248,74 @@ def recover(root: Path, restore: Callable[[str, bytes], None]) -> int:
             os.close(fd)
     checkpoint(root, recovered)
     return len(recovered)
+
+
+class JournalWriter:
+    """A thread that appends the queued records and syncs them, one batch after another.
+
+    Why a thread of its own rather than a batch handed to a pool by an event-loop task:
+    the next batch then starts as soon as the last fdatasync returns, not once the busy
+    loop has come round to the task again. In the API at ~1,000 submissions/s the loop's
+    round trips were most of a put's wait (its fdatasync: p50 0.5 ms, mean 1.2 ms).
+    What arrives during a sync waits and goes in the next batch (group commit).
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def write(self, ref: str, data: bytes) -> asyncio.Future[None]:
+        """A future of the running loop, done once the record is durable (or failed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the artifact journal writer is closed")
+            self._pending.append((ref, data, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="artifact-journal",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Write what is queued, then end the thread (blocking)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            error: OSError | None = None
+            try:
+                self.journal.append(list({ref: data for ref, data, _ in batch}.items()))
+            except OSError as exc:
+                error = exc
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, _, future in batch:
+                by_loop.setdefault(future.get_loop(), []).append(future)
+            for loop, futures in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, futures, error)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
+    for future in futures:
+        if future.done():  # cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

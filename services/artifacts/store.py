@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.artifacts.journal import Journal, checkpoint, recover, write_all
+from services.artifacts.journal import Journal, JournalWriter, checkpoint, recover, write_all
 
 LOG = logging.getLogger(__name__)
 
-#: A batch of puts up to this size has its files placed on the event loop (see
-#: :meth:`ArtifactStore._put_batch`); a bigger one is written in a thread.
-INLINE_BATCH_BYTES = 256 << 10
+#: An asynchronous put up to this size is hashed and placed on the event loop (see
+#: :meth:`ArtifactStore.aput_bytes`); a bigger one is made whole in a thread.
+INLINE_PUT_BYTES = 64 << 10
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -69,11 +69,8 @@ class ArtifactStore:
         self.journal = Journal(root)
         #: Whether this object has recovered what dead writers left (before its first put).
         self._recovered = False
-        #: Puts waiting for the next batch, the task writing batches and the one
-        #: checkpointing (one event loop uses a store at a time: each service process
-        #: has one loop).
-        self._queued: list[tuple[bytes, asyncio.Future[str]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: The thread syncing the puts of :meth:`aput_bytes`, and the task checkpointing.
+        self._writer = JournalWriter(self.journal)
         self._checkpointer: asyncio.Task[None] | None = None
 
     def path_of(self, ref: str) -> Path:
@@ -94,38 +91,28 @@ class ArtifactStore:
     def _put_many(self, blobs: Sequence[bytes]) -> list[str | BaseException]:
         """Store several artifacts with one fdatasync: each one's address or error.
 
+        The journal record comes first: if it cannot be made durable the whole batch
+        fails and no file was written. Then each artifact's file, one by one.
+
         Raises:
             OSError: the journal failed (every put of the batch fails with it).
         """
-        unique = self._journal(blobs)
-        return self._place_all(blobs, unique)
-
-    def _journal(self, blobs: Sequence[bytes]) -> dict[str, bytes]:
-        """First step of a batch: its records made durable (blocking: a thread's work).
-
-        If that fails the whole batch fails, and no file was written. Returns the
-        batch's artifacts by address, once each.
-
-        Raises:
-            OSError: the journal could not be written or synced.
-        """
-        if not self._recovered:
-            self.recover()
-            self._recovered = True
+        self._recover_once()
         unique = {digest(data): data for data in blobs}
         self.journal.append(list(unique.items()))
-        return unique
-
-    def _place_all(self, blobs: Sequence[bytes],
-                   unique: dict[str, bytes]) -> list[str | BaseException]:
-        """Second step: every artifact's file; each one's address, or its own error."""
         errors: dict[str, BaseException] = {}
         for ref, data in unique.items():
             try:
                 self._place(ref, data)
             except OSError as exc:
                 errors[ref] = exc
-        return [errors.get(ref, ref) for ref in (digest(data) for data in blobs)]
+        return [errors.get(digest(data), digest(data)) for data in blobs]
+
+    def _recover_once(self) -> None:
+        """Before this object's first put: what dead writers left (blocking)."""
+        if not self._recovered:
+            self.recover()
+            self._recovered = True
 
     def _place(self, ref: str, data: bytes) -> None:
         """Leave the right bytes in an artifact's file (durable at the next checkpoint).
@@ -175,7 +162,12 @@ class ArtifactStore:
             raise
 
     def close(self) -> None:
-        """Seal and checkpoint the journal, so that a clean stop leaves no segment."""
+        """Seal and checkpoint the journal, so that a clean stop leaves no segment.
+
+        The store can still be used afterwards (a new writer and segment start).
+        """
+        writer, self._writer = self._writer, JournalWriter(self.journal)
+        writer.close()
         self.journal.seal()
         self.checkpoint()
 
@@ -233,56 +225,26 @@ class ArtifactStore:
     async def aput_bytes(self, data: bytes) -> str:
         """:meth:`put_bytes` off the event loop, group-committed with concurrent puts.
 
-        One batch is written (in a thread) at a time; the puts that arrive meanwhile wait
-        and go together in the next one, so a busy API pays one journal fdatasync and one
-        thread hop per batch instead of one per submission (the Kafka producer batches the
-        same way). A put that is cancelled still lands (its batch is under way), like a
-        write already handed to ``to_thread``. Sealed journal segments are checkpointed
-        by a task of their own, off the puts' path.
+        The record goes to the journal's writer thread (:class:`JournalWriter`), which
+        syncs whatever is queued in one fdatasync; then the put places its file on the
+        loop, a handful of quick syscalls that in a thread would each have to win the
+        GIL back from the busy loop. A large artifact (hashing and writing it would hold
+        the loop) is put whole in a thread instead. A put that is cancelled may still
+        land, like a write already handed to ``to_thread``. Sealed journal segments are
+        checkpointed by a task of their own, off the puts' path.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-        self._queued.append((data, future))
-        flusher = self._flusher
-        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
-            self._flusher = loop.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                results = await self._put_batch([d for d, _ in batch])
-            except asyncio.CancelledError:  # the loop is shutting down: so are the waiters
-                for _, future in batch:
-                    future.cancel()
-                raise
-            except Exception as exc:  # not an OSError of one file: the whole batch failed
-                results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done() or future.get_loop().is_closed():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            checkpointer = self._checkpointer
-            if self.journal.has_sealed and (checkpointer is None or checkpointer.done()):
-                self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint())
-
-    async def _put_batch(self, blobs: list[bytes]) -> list[str | BaseException]:
-        """One batch: the journal's fdatasync in a thread, small files placed on the loop.
-
-        Placing a small file is a handful of quick syscalls, and each one made in a thread
-        must win the GIL back from the busy loop afterwards: in the API at ~1,000
-        submissions/s that was most of a batch's time. So only the sync goes to a thread,
-        and batches with a large artifact (hashing and writing it would hold the loop)
-        are done there whole.
-        """
-        if sum(len(data) for data in blobs) > INLINE_BATCH_BYTES:
-            return await asyncio.to_thread(self._put_many, blobs)
-        unique = await asyncio.to_thread(self._journal, blobs)
-        return self._place_all(blobs, unique)
+        if len(data) > INLINE_PUT_BYTES:
+            ref = await asyncio.to_thread(self.put_bytes, data)
+        else:
+            if not self._recovered:
+                await asyncio.to_thread(self._recover_once)
+            ref = digest(data)
+            await self._writer.write(ref, data)
+            self._place(ref, data)
+        checkpointer = self._checkpointer
+        if self.journal.has_sealed and (checkpointer is None or checkpointer.done()):
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint())
+        return ref
 
     async def _checkpoint(self) -> None:
         try:
@@ -291,11 +253,11 @@ class ArtifactStore:
             LOG.error("artifact journal checkpoint failed, segments kept: %s", exc)
 
     async def aclose(self) -> None:
-        """:meth:`close` once the batches and checkpoint under way are done."""
-        loop = asyncio.get_running_loop()
-        for task in (self._flusher, self._checkpointer):
-            if task is not None and not task.done() and task.get_loop() is loop:
-                await task
+        """:meth:`close` once the writes and checkpoint under way are done."""
+        checkpointer = self._checkpointer
+        if (checkpointer is not None and not checkpointer.done()
+                and checkpointer.get_loop() is asyncio.get_running_loop()):
+            await checkpointer
         await asyncio.to_thread(self.close)
 
     async def aget_bytes(self, ref: str) -> bytes:
