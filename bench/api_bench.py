@@ -136,14 +136,14 @@ def broker(stack: Bench) -> str:
 
 
 def service_env(bootstrap: str, state_dir: Path, port: int, prefix: str,
-                artifact_dir: Path) -> dict[str, str]:
+                artifact_dir: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJOBS_")}
     env.update({
         "SIMJOBS_KAFKA_BOOTSTRAP": bootstrap,
         "SIMJOBS_TOPIC_PREFIX": prefix,
         "SIMJOBS_STATE_DIR": str(state_dir),
         "SIMJOBS_DATABASE_URL": f"sqlite+aiosqlite:///{state_dir / 'readmodel.sqlite3'}",
-        "SIMJOBS_ARTIFACT_DIR": str(artifact_dir),
+        "SIMJOBS_ARTIFACT_DIR": str(artifact_dir or state_dir / "artifacts"),
         "SIMJOBS_PROJECTOR_GROUP": f"{prefix}-projector",
         "SIMJOBS_API_HOST": "127.0.0.1",
         "SIMJOBS_API_PORT": str(port),
