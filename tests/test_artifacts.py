@@ -210,3 +210,19 @@ def test_one_store_serves_puts_from_successive_event_loops_and_after_close(
     store.close()
     blobs = [f"{tag} {n}".encode() for tag in ("first", "second", "third") for n in range(20)]
     check_stored(tmp_path, store, first + second + third, blobs)
+
+
+async def test_a_journal_bug_fails_its_batch_and_the_writer_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error must reach the waiting puts, not end the writer thread."""
+    store = ArtifactStore(tmp_path)
+
+    def broken(records: list[tuple[str, bytes]]) -> None:
+        raise ValueError("a bug in the journal")
+
+    monkeypatch.setattr(store.journal, "append", broken)
+    results = await asyncio.gather(*(store.aput_bytes(f"doomed {n}".encode())
+                                     for n in range(10)), return_exceptions=True)
+    assert all(isinstance(r, ValueError) for r in results)
+    monkeypatch.undo()
+    assert store.get_bytes(await store.aput_bytes(b"after the bug")) == b"after the bug"

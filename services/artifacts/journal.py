@@ -298,10 +298,10 @@ class JournalWriter:
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
-            error: OSError | None = None
+            error: Exception | None = None
             try:
                 self.journal.append(list({ref: data for ref, data, _ in batch}.items()))
-            except OSError as exc:
+            except Exception as exc:  # every put of the batch fails with it; the thread goes on
                 error = exc
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, _, future in batch:
@@ -311,7 +311,7 @@ class JournalWriter:
                     loop.call_soon_threadsafe(_settle, futures, error)
 
 
-def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
+def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
     for future in futures:
         if future.done():  # cancelled meanwhile
             continue
