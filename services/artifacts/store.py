@@ -98,7 +98,8 @@ class ArtifactStore:
             OSError: the journal failed (every put of the batch fails with it).
         """
         self._recover_once()
-        unique = {digest(data): data for data in blobs}
+        refs = [digest(data) for data in blobs]  # once each: a result may be megabytes
+        unique = dict(zip(refs, blobs, strict=True))
         self.journal.append(list(unique.items()))
         errors: dict[str, BaseException] = {}
         for ref, data in unique.items():
@@ -106,7 +107,7 @@ class ArtifactStore:
                 self._place(ref, data)
             except OSError as exc:
                 errors[ref] = exc
-        return [errors.get(digest(data), digest(data)) for data in blobs]
+        return [errors.get(ref, ref) for ref in refs]
 
     def _recover_once(self) -> None:
         """Before this object's first put: what dead writers left (blocking)."""
