@@ -236,7 +236,7 @@ def recover(root: Path, restore: Callable[[str, bytes], None]) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # its writer is alive and owns it
                 continue
-            with os.fdopen(os.dup(fd), "rb") as segment:
+            with open(fd, "rb", closefd=False) as segment:
                 blob = segment.read()
             count = 0
             for ref, data in read_records(blob):

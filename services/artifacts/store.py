@@ -55,6 +55,13 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 class ArtifactStore:
     """A local directory of ``ab/abcdef...`` files (the default store)."""
 
@@ -187,16 +194,10 @@ class ArtifactStore:
             ArtifactCorrupted: the bytes no longer match the address.
         """
         path = self.path_of(ref)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = None
+        data = _read_or_none(path)
         if data is None or digest(data) != ref:
             if self.recover():  # a crash lost or tore it and the journal still has it
-                try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
-                    data = None
+                data = _read_or_none(path)
             if data is None:
                 raise ArtifactNotFound(f"artifact {ref} not found")
             if digest(data) != ref:

@@ -128,4 +128,3 @@ async def delete_prefixed_topics(bootstrap: str, prefixes: frozenset[str]) -> in
         return len(ours)
     finally:
         await admin.close()
-
