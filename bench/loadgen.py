@@ -121,6 +121,11 @@ class Phase:
                 res.error_samples.append(f"{key}: {detail[:200]}")
 
 
+#: What a failed request raises (TimeoutError is an OSError, IncompleteReadError an
+#: EOFError); each counts as that request's error.
+REQUEST_ERRORS = (OSError, EOFError, asyncio.LimitOverrunError, ValueError)
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection to the API, reopened after an error."""
 
@@ -135,8 +140,8 @@ class Connection:
         """Status and body of one request.
 
         Raises:
-            OSError, asyncio.IncompleteReadError, TimeoutError, ValueError: the connection
-                failed or the answer was not what this client reads (it is closed then).
+            One of :data:`REQUEST_ERRORS`: the connection failed or the answer was not
+                what this client reads (it is closed then).
         """
         try:
             async with asyncio.timeout(30):
@@ -197,7 +202,7 @@ class LoadGen:
             status: int | None
             try:
                 status, raw = await conn.request("POST", JOBS_PATH, body)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            except REQUEST_ERRORS as exc:
                 status, raw = None, repr(exc).encode()
             elapsed = time.perf_counter() - t0
             phase.record(status, elapsed, 202, raw.decode(errors="replace"))
@@ -212,7 +217,7 @@ class LoadGen:
             status: int | None
             try:
                 status, raw = await conn.request("GET", target)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            except REQUEST_ERRORS as exc:
                 status, raw = None, repr(exc).encode()
             phase.record(status, time.perf_counter() - t0, 200, raw.decode(errors="replace"))
 
