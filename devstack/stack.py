@@ -442,8 +442,26 @@ class Stack:
             if pid is not None:
                 self.report(f"{name}: already running (pid {pid}), {service.where(self)}")
                 continue
+            self._reap_replaced(name)
             starting[name] = (instance, self._spawn(instance))
         self._await_ready(starting)
+
+    def _reap_replaced(self, name: str, timeout: float = 5.0) -> None:
+        """Collect the process this object started earlier under ``name``, before a restart.
+
+        Its pid file no longer names a live process of ours, so it has exited (a zombie
+        that nobody waited for) or is about to. Dropping its ``Popen`` unwaited would
+        leave the zombie until the object is collected, and warn then.
+        """
+        proc = self._procs.pop(name, None)
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # still running, yet no pid file names it
+            proc.kill()
+            proc.wait()
+            self.report(f"{name}: killed (pid {proc.pid}), not named by its pid file")
 
     def _spawn(self, instance: Instance) -> subprocess.Popen[bytes]:
         service = instance.service

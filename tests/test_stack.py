@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -371,3 +374,54 @@ def test_up_refuses_an_api_port_that_another_process_holds(
         with pytest.raises(StackError, match=f"API port 127.0.0.1:{taken} is in use"):
             stack.up()
     assert not (tmp_path / "state" / "run").exists()  # refused before starting anything
+
+
+#: Loaded by every service process of the next test (through PYTHONPATH): on SIGUSR1 its main
+#: thread exits while another thread lives on for LINGER_S. The kernel then shows the thread
+#: group leader as a zombie, so the pid counts as dead, yet waitpid() cannot collect the
+#: process until its last thread is gone. A SIGKILLed multi-threaded service goes through the
+#: same state for a moment, while its threads exit.
+LEADER_EXITS_FIRST = """
+import ctypes, os, signal, threading, time
+
+def _linger():
+    time.sleep({linger})
+    os._exit(0)
+
+def _leader_exits(signum, frame):
+    threading.Thread(target=_linger, daemon=True).start()
+    ctypes.CDLL(None).pthread_exit(None)
+
+signal.signal(signal.SIGUSR1, _leader_exits)
+"""
+LINGER_S = 2.0
+
+
+def test_up_waits_for_a_process_whose_threads_outlive_its_leader_before_replacing_it(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Its Popen is waited for, never dropped while the process runs (ResourceWarning)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(LEADER_EXITS_FIRST.format(linger=LINGER_S))
+    config = stack_config(kafka_bootstrap, tmp_path / "state", api_workers=0, runners=0)
+    config.env["PYTHONPATH"] = str(site)  # type: ignore[index]
+    stack = Stack(config, report=lambda line: print(f"stack: {line}"))
+    try:
+        stack.up()
+        replaced = stack.pids("projector")["projector"]
+        os.kill(replaced, signal.SIGUSR1)
+        while process_alive(replaced):
+            time.sleep(0.02)
+        assert Path(f"/proc/{replaced}/task").exists()  # its other thread still runs
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stack.up()
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], \
+            [str(w.message) for w in caught]
+        assert not Path(f"/proc/{replaced}").exists()  # collected, not a zombie
+        successor = stack.pids("projector")["projector"]
+        assert successor != replaced
+        assert stack.exited() == {}
+    finally:
+        stack.stop()

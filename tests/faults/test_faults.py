@@ -123,11 +123,11 @@ def kill(stack: Stack, service: str, name: str | None = None) -> int:
 
 
 async def restart(stack: Stack, *pids: int) -> None:
-    """Wait for the killed processes to be gone, then start what is missing."""
+    """Wait for the killed processes to be gone, then start what is missing.
+
+    ``Stack.up`` collects each replaced process itself before starting its successor.
+    """
     for _ in range(100):
-        for proc in stack._procs.values():
-            if proc.pid in pids:
-                proc.poll()  # reap it: the launcher treats a zombie as dead already
         if not any(process_alive(pid) for pid in pids):
             break
         await asyncio.sleep(0.1)
