@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devstack import pick_free_ports
 from services.contract.envelope import Event
 from services.projector.readmodel import make_engine
+from services.projector.usage import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES, UsageCounter, make_app
 from services.projector.usage_model import load_usage_offsets, usage_daily
-from services.settings import KafkaSettings
+from services.settings import KafkaSettings, UsageSettings
 from tests.api.test_ops import samples
 from tests.support.histories import synthetic_log
 from tests.test_audit import end_offsets, projector_env, publish
@@ -164,3 +165,26 @@ def test_usage_worker_exits_non_zero_when_kafka_is_unreachable(tmp_path: Path) -
                           env=env, capture_output=True, text=True, timeout=90)
     assert done.returncode == 1, done.stderr
     assert "fatal: Kafka at 127.0.0.1:1" in done.stderr
+
+
+async def test_the_usage_workers_fetches_wait_for_a_batch_of_records(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """faust builds its aiokafka consumer with fetch_min_bytes=1; the worker's asks for more.
+
+    Built through faust's own path (transport, consumer, consumer thread), which is what a
+    faust upgrade could silently bypass.
+    """
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'usage.sqlite3'}")
+    usage_settings = UsageSettings(group_id=f"{kafka_settings.topic_prefix}-usage",
+                                   data_dir=tmp_path / "faust")
+    app = make_app(kafka_settings, usage_settings, UsageCounter(engine, kafka_settings.jobs_topic))
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    consumer = thread._create_worker_consumer(app.transport)
+    try:
+        await consumer.start()
+        assert consumer._fetcher._fetch_min_bytes == FETCH_MIN_BYTES > 1
+        assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+    finally:
+        await consumer.stop()
+        thread.thread_loop.close()  # made for the thread, which never ran
+        await engine.dispose()
