@@ -25,6 +25,7 @@ import os
 import secrets as pysecrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,6 +250,9 @@ async def _session_user(engine: AsyncEngine, sid: str, user_id: int) -> User | N
                 session_expires=row.expires_at)
 
 
+SessionLoader = Callable[[], Awaitable[User | None]]
+
+
 @dataclass
 class SessionCache:
     """Sessions found valid in the last few seconds, so a request needs no database read.
@@ -257,33 +261,86 @@ class SessionCache:
     cost of a status read. The price: a session revoked by *another* API process (a
     logout there) stays usable here for at most ``ttl`` seconds; one revoked through this
     process is dropped at once. ``ttl`` 0 turns the cache off.
+
+    One read at a time per session: once past half its ``ttl`` an entry is checked again
+    in the background while requests go on using it, and the requests that find none
+    share one read. Before, every request in flight missed together when an entry
+    expired and each read the database: a stall of 150-250 ms every ``ttl`` seconds
+    under load, most of ``POST /jobs/direct``'s p99 at concurrency 32.
     """
 
     ttl: float
     max_entries: int = 100_000
+    clock: Callable[[], float] = time.monotonic
     _entries: dict[tuple[str, int], tuple[User, float]] = field(default_factory=dict)
+    _reads: dict[tuple[str, int], asyncio.Future[User | None]] = field(default_factory=dict)
+    #: Counts :meth:`drop` calls: a read that began before one must not bring back what it
+    #: dropped (it may have seen the session before its revocation was committed).
+    _drops: int = 0
 
-    def get(self, sid: str, user_id: int) -> User | None:
-        entry = self._entries.get((sid, user_id))
-        if entry is None:
-            return None
-        user, cached_at = entry
-        if time.monotonic() - cached_at > self.ttl or (
-                user.session_expires is not None and user.session_expires <= utc_now()):
-            self._entries.pop((sid, user_id), None)
-            return None
-        return user
+    async def user(self, sid: str, user_id: int, load: SessionLoader) -> User | None:
+        """The session's user, from memory or ``load`` (None: no valid session).
+
+        Raises:
+            Whatever ``load`` raises (the database is unreachable), to the requests
+                that waited for that read.
+        """
+        if self.ttl <= 0:
+            return await load()
+        key = (sid, user_id)
+        entry = self._entries.get(key)
+        if entry is not None:
+            user, checked_at = entry
+            age = self.clock() - checked_at
+            if user.session_expires is not None and user.session_expires <= utc_now():
+                del self._entries[key]
+            elif age <= self.ttl:
+                if age > self.ttl / 2 and key not in self._reads:
+                    self._read(key, load).add_done_callback(_log_failed_refresh)
+                return user
+            else:
+                del self._entries[key]
+        read = self._reads.get(key)
+        return await asyncio.shield(read if read is not None else self._read(key, load))
+
+    def _read(self, key: tuple[str, int], load: SessionLoader) -> asyncio.Future[User | None]:
+        """Start the one read of a session; its result replaces the entry."""
+        drops = self._drops
+
+        async def read() -> User | None:
+            try:
+                user = await load()
+            finally:
+                del self._reads[key]
+            if drops == self._drops:  # no logout here since the read began
+                if user is None:
+                    self._entries.pop(key, None)
+                else:
+                    self.put(user)
+            return user
+
+        task = asyncio.ensure_future(read())
+        self._reads[key] = task
+        return task
 
     def put(self, user: User) -> None:
         if self.ttl <= 0:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # bounded memory; the next requests refill it
-        self._entries[(user.sid, user.id)] = (user, time.monotonic())
+        self._entries[(user.sid, user.id)] = (user, self.clock())
 
     def drop(self, sid: str) -> None:
+        self._drops += 1
         for key in [k for k in self._entries if k[0] == sid]:
             del self._entries[key]
+
+
+def _log_failed_refresh(read: asyncio.Future[User | None]) -> None:
+    """A background re-check that failed leaves the entry as it was, until its ttl."""
+    if not read.cancelled() and read.exception() is not None:
+        log.warning("session re-check failed, the cached session stays until it expires: %r",
+                    read.exception())
 
 
 SESSION_CACHE = web.AppKey("session_cache", SessionCache)
@@ -363,13 +420,11 @@ async def require_user(request: web.Request) -> User:
     claims = request.app[TOKEN_CACHE].decode(token, request.app[SECRETS].access, "access",
                                              prefix)
     sid, user_id = claims["sid"], int(claims["sub"])
-    cache = request.app[SESSION_CACHE]
-    user = cache.get(sid, user_id)
+    engine = request.app[ENGINE]
+    user = await request.app[SESSION_CACHE].user(
+        sid, user_id, lambda: _session_user(engine, sid, user_id))
     if user is None:
-        user = await _session_user(request.app[ENGINE], sid, user_id)
-        if user is None:
-            raise Forbidden(f"{prefix} Session ended.")
-        cache.put(user)
+        raise Forbidden(f"{prefix} Session ended.")
     return user
 
 

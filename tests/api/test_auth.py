@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from datetime import timedelta
+from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import event
 
 from services.api.auth import SECRETS, SECRETS_FILE
+from services.api.common import ENGINE
 from services.contract.envelope import utc_now
 from tests.api.conftest import Realm, Stack, api_settings, call, running_stack
 
@@ -169,6 +173,34 @@ async def test_logout_elsewhere_ends_the_session_within_the_cache_time(
         assert (await call(session, "DELETE", "/auth/logout"))[0] == 200
         status, _ = await call(client, "GET", "/auth/status", cookies={"access_token": cookie})
         assert status == (403 if cache_seconds == 0 else 200)
+
+
+async def test_requests_of_one_session_read_it_once_when_its_cache_entry_expires(
+        stack: Stack, realm: Realm) -> None:
+    """When a cached session expires, the requests in flight share one database read.
+
+    Each used to read it on its own: under load, a stall every ``session_cache_seconds``.
+    """
+    ttl = 0.5
+    async with running_stack(stack.settings, api_settings(realm, session_cache_seconds=ttl),
+                             with_projector=False) as own:
+        session = await own.user()
+        reads: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "FROM api_sessions JOIN api_users" in statement:
+                reads.append(statement)
+
+        engine = own.app[ENGINE].sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            await asyncio.sleep(ttl * 1.2)  # what the login cached has expired
+            statuses = await asyncio.gather(
+                *(call(session, "GET", "/auth/status") for _ in range(32)))
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert {status for status, _ in statuses} == {200}
+    assert len(reads) == 1, f"{len(reads)} session reads for 32 concurrent requests"
 
 
 async def test_cors(stack: Stack) -> None:
