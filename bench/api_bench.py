@@ -33,8 +33,10 @@ files it is emptied after the run (which slows the runs of the next minutes; it 
 functions (all workers together) after the API has stopped (the profiles are kept in the
 state dir). CPU columns: CPU time of each process during the phase / phase wall time
 (100 % = 1 core); the api column adds up every API worker. Every process of the stack is
-on this machine, so the columns together show where the 2 cores go (the usage worker
-costs about as much CPU a job as the API does).
+on this machine, so the columns together show where the 2 cores go. ``all ms/req`` is
+their CPU together per request, the figure least moved by this host's noise (the same
+code's throughput varies by half from one minute to the next); ``host %`` is the whole
+machine's busy share (100 % = both cores), kernel threads included.
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ def print_table(result: dict[str, Any]) -> None:
     names = ["api", "projector", "usage", "broker", "loadgen"]
     head = (f"{'phase':<6}{'conc':>5}{'sent':>7}{'ok':>7}{'err':>5}{'wall s':>8}"
             f"{'ok/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}  "
-            + " ".join(f"{n[:6] + ' %':>8}" for n in names) + f"{'api ms/req':>11}")
+            + " ".join(f"{n[:6] + ' %':>8}" for n in names) + f"{'api ms/req':>11}"
+            + f"{'all ms/req':>11}{'host %':>8}")
     print(head)
     print("-" * len(head))
     for p in result["phases"]:
@@ -216,7 +219,8 @@ def print_table(result: dict[str, Any]) -> None:
               f"{p['wall_s']:>8.2f}{p['ok_per_s']:>8.0f}{fmt(p['p50_ms']):>8}"
               f"{fmt(p['p99_ms']):>8}{fmt(p['max_ms']):>8}  "
               + " ".join(f"{fmt(cpu.get(n), '.0f'):>8}" for n in names)
-              + f"{fmt(api_summed(p['cpu_ms_per_req']).get('api'), '.2f'):>11}")
+              + f"{fmt(api_summed(p['cpu_ms_per_req']).get('api'), '.2f'):>11}"
+              + f"{fmt(p.get('all_ms_per_req'), '.2f'):>11}{fmt(p.get('host_busy_pct'), '.0f'):>8}")
     print(f"target (POST c={TARGET_CONCURRENCY}): >= {TARGET_RATE:.0f} accepted jobs/s "
           f"with p99 < {TARGET_P99_MS:.0f} ms")
     for p in result["phases"]:
@@ -252,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--get-requests", type=int, default=2000)
     parser.add_argument("--get-concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup-seconds", type=float, default=5.0,
+                        help="then this long at concurrency 32, unmeasured (see bench.loadgen)")
     parser.add_argument("--api-workers", type=int, default=1,
                         help="API processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--profile", action="store_true",
@@ -296,9 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             "levels": [{"concurrency": c, "requests": args.requests_c1 if c == 1
                         else args.requests} for c in levels],
             "get_concurrency": args.get_concurrency, "get_requests": args.get_requests,
-            "max_seconds": args.max_seconds, "warmup": args.warmup, "cpu_pids": pids,
+            "max_seconds": args.max_seconds, "warmup": args.warmup,
+            "warmup_seconds": args.warmup_seconds, "cpu_pids": pids,
         }
-        budget = (len(levels) + 2) * (args.max_seconds + 35) + 60
+        budget = (len(levels) + 2) * (args.max_seconds + 35) + args.warmup_seconds + 60
         result = {**run_loadgen(stack, env, config, budget), "api_workers": args.api_workers}
         print_table(result)
         for name, code in stack.services.exited().items():

@@ -13,8 +13,13 @@ result object on stdout (progress goes to stderr). Config keys:
 * ``get_concurrency``, ``get_requests``: the ``GET /jobs/direct`` phase;
 * ``max_seconds``: wall-time bound of each phase (a phase stops at whichever comes first);
 * ``warmup``: requests sent (at concurrency 8, not measured) before the first phase;
+* ``warmup_seconds``: then, as many requests as fit in this time at concurrency 32 (not
+  measured either): a broker JVM started minutes ago still compiles its hot paths, at up
+  to half a core taken from the services (its CPU a request fell about fourfold over its
+  first ~100 s of this load);
 * ``cpu_pids``: ``{"name": pid}`` whose CPU time is sampled around every phase
-  (``/proc/PID/stat``; the load generator itself is added as ``loadgen``).
+  (``/proc/PID/stat``; the load generator itself is added as ``loadgen``), and the
+  whole host's busy share (``/proc/stat``: 100 % = every core busy).
 
 Method: a phase runs ``c`` workers, each with its own keep-alive HTTP/1.1 connection
 (:class:`Connection`, kept across phases), that take request numbers from a shared counter
@@ -56,6 +61,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def host_ticks() -> tuple[int, int]:
+    """Busy and total jiffies of all cores together since boot (``/proc/stat``)."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of already sorted values; NaN if none."""
     if not sorted_values:
@@ -86,6 +99,10 @@ class PhaseResult:
     mean_ms: float = math.nan
     cpu_pct: dict[str, float | None] = field(default_factory=dict)
     cpu_ms_per_req: dict[str, float | None] = field(default_factory=dict)
+    #: CPU of every measured process together, per request sent.
+    all_ms_per_req: float | None = None
+    #: Busy share of the whole host (all cores) during the phase.
+    host_busy_pct: float | None = None
     timed_out: bool = False
 
 
@@ -225,15 +242,20 @@ class LoadGen:
         return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     async def run_phase(self, conns: list[Connection], name: str, method: str,
-                        concurrency: int, requests: int) -> PhaseResult:
+                        concurrency: int, requests: int,
+                        max_seconds: float | None = None) -> PhaseResult:
         result = PhaseResult(name=name, method=method, concurrency=concurrency, planned=requests)
         cpu0 = self._cpu()
+        host0 = host_ticks()
         t0 = time.perf_counter()
-        phase = Phase(result, t0 + self.max_seconds)
+        phase = Phase(result, t0 + (self.max_seconds if max_seconds is None else max_seconds))
         worker = self._post if method == "POST" else self._get
         await asyncio.gather(*(worker(conn, phase) for conn in conns[:concurrency]))
         result.wall_s = time.perf_counter() - t0
         cpu1 = self._cpu()
+        host1 = host_ticks()
+        if host1[1] > host0[1]:
+            result.host_busy_pct = round(100 * (host1[0] - host0[0]) / (host1[1] - host0[1]), 1)
         lat = sorted(phase.latencies)
         result.ok_per_s = result.ok / result.wall_s if result.wall_s > 0 else 0.0
         if lat:
@@ -250,6 +272,9 @@ class LoadGen:
             used = after - before
             result.cpu_pct[key] = round(100 * used / result.wall_s, 1)
             result.cpu_ms_per_req[key] = round(1000 * used / max(result.sent, 1), 3)
+        per_req = result.cpu_ms_per_req.values()
+        if None not in per_req:
+            result.all_ms_per_req = round(sum(v for v in per_req if v is not None), 3)
         print(f"loadgen: {name} c={concurrency}: {result.ok}/{result.sent} ok in "
               f"{result.wall_s:.2f} s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
               file=sys.stderr, flush=True)
@@ -266,6 +291,10 @@ class LoadGen:
             warmup = int(self.config.get("warmup", 0))
             if warmup:
                 await self.run_phase(conns, "warmup", "POST", min(8, limit), warmup)
+            warmup_seconds = float(self.config.get("warmup_seconds", 0))
+            if warmup_seconds > 0:
+                await self.run_phase(conns, "warmup", "POST", min(32, limit), 10**9,
+                                     max_seconds=warmup_seconds)
             for concurrency, requests in levels:
                 phases.append(await self.run_phase(conns, "post", "POST", concurrency,
                                                    requests))
