@@ -11,13 +11,13 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, exactly the pinned list of pyproject.toml, in a layer of their own
-# (rebuilt only when that list changes). Every one of them comes as a cp311 manylinux
-# wheel, so the slim image needs no compiler.
-COPY pyproject.toml ./
+# Dependencies first, exactly the pinned list of pyproject.toml, theirs pinned by
+# constraints.txt, in a layer of their own (rebuilt only when those lists change). Every one
+# of them comes as a cp311 manylinux wheel, so the slim image needs no compiler.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install --no-compile -r /tmp/requirements.txt \
+    && pip install --no-compile -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # The code runs from /app, not from site-packages: the event schemas and the OpenAPI

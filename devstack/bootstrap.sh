@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine, idempotently:
 # Java 17 + Maven (to assemble and run Kafka), Python venv with the pinned
-# dependencies, npm and the live page's pinned JavaScript libraries (web/).
+# dependencies (pyproject.toml, and constraints.txt for theirs), npm and the live page's pinned JavaScript libraries (web/).
 # PostgreSQL is installed by devstack/postgres.py when a test leg needs it,
 # Chromium by devstack/chromium.py for the browser test. Safe to run any number
 # of times; fast when nothing is missing.
@@ -19,12 +19,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: creating .venv and installing pinned dependencies" >&2
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=68'
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # constraints.txt pins the dependencies' own dependencies too (see its header).
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

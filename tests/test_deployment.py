@@ -561,6 +561,15 @@ def test_dockerfile_installs_exactly_the_pinned_dependencies() -> None:
                             capture_output=True, text=True).stdout.split()
     assert listed == PYPROJECT["project"]["dependencies"]
     assert all("==" in requirement for requirement in listed)  # pinned
+    # ...and what they depend on, as on a developer's machine (devstack/bootstrap.sh).
+    assert "constraints.txt" in steps[copies[0]][1].split()
+    assert "-c constraints.txt" in run
+    def name(requirement: str) -> str:  # PEP 503's normalised project name
+        return re.sub(r"[-_.]+", "-", requirement.split("==")[0].split("[")[0]).lower()
+
+    pinned = {name(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert {name(r) for r in listed} <= pinned
 
 
 def test_dockerfile_ships_what_the_code_reads_at_run_time() -> None:
