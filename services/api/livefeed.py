@@ -48,7 +48,7 @@ from services.api import progress
 from services.api.errors import ServiceUnavailable, TooManyRequests
 from services.contract.envelope import Event
 from services.contract.jobs import TERMINAL
-from services.contract.kafka_io import EventDecoder, make_consumer
+from services.contract.kafka_io import EventDecoder, make_consumer, owner_of
 from services.contract.log_reader import partition_records, topic_partitions
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
@@ -351,16 +351,7 @@ class LiveFeed:
         self.positions[partition] = offset + 1
         self.dispatched += 1
         raw: bytes | None = record.value
-        event: Event | None = None
-        owner: str | None = None
-        job_id = record.key.decode(errors="replace") if record.key else None
-        if raw is not None and (SUBMITTED_MARK in raw or job_id is None):
-            event = self.decoder.decode(raw)
-            if event is None:
-                return
-            job_id = event.job_id
-            if event.type == "JobSubmitted":
-                owner = str(event.payload.get("owner"))
+        job_id, owner, event = self._identify(record)
         if job_id is None:
             return
         self._remember(partition, Recent(offset, job_id, owner))
@@ -378,6 +369,26 @@ class LiveFeed:
             if event is None:
                 return
         self._fold(job, offset, event)
+
+    def _identify(self, record: ConsumerRecord[Any, Any]
+                  ) -> tuple[str | None, str | None, Event | None]:
+        """A record's job id, its owner if it is a JobSubmitted, and its event if decoded.
+
+        Most records need no decoding: the key is the job id, and a JobSubmitted names its
+        owner in a header (:data:`services.contract.kafka_io.OWNER_HEADER`). Records without
+        one (older ones, imports) are decoded.
+        """
+        raw: bytes | None = record.value
+        job_id = record.key.decode(errors="replace") if record.key else None
+        if raw is None or (SUBMITTED_MARK not in raw and job_id is not None):
+            return job_id, None, None
+        if job_id is not None and (owner := owner_of(record.headers)) is not None:
+            return job_id, owner, None
+        event = self.decoder.decode(raw)
+        if event is None:
+            return None, None, None
+        owner = str(event.payload.get("owner")) if event.type == "JobSubmitted" else None
+        return event.job_id, owner, event
 
     def _remember(self, partition: int, entry: Recent) -> None:
         ring = self.recent[partition]
@@ -618,16 +629,7 @@ class LiveFeed:
         try:
             async for records in self._records(partition, after + 1, before):
                 for record in records:
-                    owner = None
-                    job_id = record.key.decode(errors="replace") if record.key else None
-                    raw = record.value
-                    if raw is not None and (SUBMITTED_MARK in raw or job_id is None):
-                        event = self.decoder.decode(raw)
-                        if event is None:
-                            continue
-                        job_id = event.job_id
-                        if event.type == "JobSubmitted":
-                            owner = str(event.payload.get("owner"))
+                    job_id, owner, _ = self._identify(record)
                     if job_id is not None:
                         found.append(Recent(record.offset, job_id, owner))
         except Exception as exc:
