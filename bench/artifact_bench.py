@@ -12,8 +12,9 @@ host's speed, which drifts by tens of percent here from one minute to the next, 
 same for both; the figures are medians over the turns.
 
 * ``journal``: :class:`services.artifacts.store.ArtifactStore` (the journal's writer
-  thread syncs whatever is queued in one fdatasync, each put then places its file on the
-  loop; all checkpointed by a ``syncfs`` every few seconds);
+  thread syncs whatever is queued in one fdatasync, each put then appends its record to
+  its pack on the loop (:mod:`services.artifacts.packs`); all checkpointed by a ``syncfs``
+  every few seconds);
 * ``fsync per file`` (baseline): each put in a thread of its own: write, fsync, rename.
 
 Columns: puts/s; CPU of this process per put beyond the simulated request (user+sys,

@@ -44,8 +44,9 @@ SEGMENT_BYTES = 8 << 20
 #: ...or has been open this long (a sealed segment is checkpointed, then deleted).
 SEGMENT_SECONDS = 10.0
 
-_MAGIC = b"SJA1"
-_HEADER = len(_MAGIC) + 8 + 32  # magic, length (big-endian), raw sha256
+#: A record: this magic, the length (8 bytes, big-endian), the raw sha256, the bytes.
+MAGIC = b"SJA1"
+RECORD_HEADER = len(MAGIC) + 8 + 32
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -86,20 +87,20 @@ def write_all(fd: int, data: bytes) -> None:
 
 def encode_record(ref: str, data: bytes) -> bytes:
     """One journal record: magic, length, the raw sha256 named by ``ref``, the bytes."""
-    return _MAGIC + len(data).to_bytes(8, "big") + bytes.fromhex(ref) + data
+    return MAGIC + len(data).to_bytes(8, "big") + bytes.fromhex(ref) + data
 
 
 def read_records(blob: bytes) -> Iterator[tuple[str, bytes]]:
     """The complete records of a segment, up to the first torn or damaged one."""
     at = 0
-    while at + _HEADER <= len(blob) and blob[at:at + len(_MAGIC)] == _MAGIC:
+    while at + RECORD_HEADER <= len(blob) and blob[at:at + len(MAGIC)] == MAGIC:
         size = int.from_bytes(blob[at + 4:at + 12], "big")
-        ref = blob[at + 12:at + _HEADER].hex()
-        data = blob[at + _HEADER:at + _HEADER + size]
+        ref = blob[at + 12:at + RECORD_HEADER].hex()
+        data = blob[at + RECORD_HEADER:at + RECORD_HEADER + size]
         if len(data) != size or hashlib.sha256(data).hexdigest() != ref:
             return
         yield ref, data
-        at += _HEADER + size
+        at += RECORD_HEADER + size
 
 
 class Journal:

@@ -2,10 +2,11 @@
 
 Events stay small by naming large things by their sha256. An artifact is
 durable before the event that names it is written: its bytes go to the store's
-journal (:mod:`services.artifacts.journal`, one fdatasync per batch of puts) and to
-its own file (temp name, rename), so a reader that sees the event always finds
-the bytes, after a crash too. The hash is checked on every read so silent
-corruption is reported, not served.
+journal (:mod:`services.artifacts.journal`, one fdatasync per batch of puts) and then
+to where readers look for it: a small one is appended to a shared pack
+(:mod:`services.artifacts.packs`), a larger one gets its own file (temp name, rename).
+So a reader that sees the event always finds the bytes, after a crash too. The hash is
+checked on every read so silent corruption is reported, not served.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from services.artifacts.journal import Journal, JournalWriter, checkpoint, recover, write_all
+from services.artifacts.packs import MAX_BYTES as PACKED_MAX_BYTES
+from services.artifacts.packs import Packs
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +66,10 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 class ArtifactStore:
-    """A local directory of ``ab/abcdef...`` files (the default store)."""
+    """A local directory: ``packs/abc`` for small artifacts, ``ab/abcdef...`` files for others.
+
+    Files of small artifacts that an earlier version wrote are read as before.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -73,6 +79,7 @@ class ArtifactStore:
         self._tmp_numbers = itertools.count()
         self._root = str(root)
         self._made_dirs: set[str] = set()
+        self.packs = Packs(root)
         self.journal = Journal(root)
         #: Whether this object has recovered what dead writers left (before its first put).
         self._recovered = False
@@ -81,7 +88,7 @@ class ArtifactStore:
         self._checkpointer: asyncio.Task[None] | None = None
 
     def path_of(self, ref: str) -> Path:
-        """Where an artifact lives (whether or not it exists)."""
+        """Where an artifact's own file is (whether or not it exists; small ones are packed)."""
         if not _HASH.match(ref):
             raise ArtifactError(f"{ref!r} is not a sha256 content address")
         return self.root / ref[:2] / ref
@@ -123,7 +130,21 @@ class ArtifactStore:
             self._recovered = True
 
     def _place(self, ref: str, data: bytes) -> None:
-        """Leave the right bytes in an artifact's file (durable at the next checkpoint).
+        """Put a journalled artifact where readers find it (durable at the next checkpoint)."""
+        if len(data) <= PACKED_MAX_BYTES:
+            self.packs.add(ref, data)
+        else:
+            self._place_file(ref, data)
+
+    def _restore(self, ref: str, data: bytes) -> None:
+        """:meth:`_place` for journal recovery: nothing already there is taken on trust."""
+        if len(data) <= PACKED_MAX_BYTES:
+            self.packs.add(ref, data, check=True)
+        else:
+            self._place_file(ref, data)
+
+    def _place_file(self, ref: str, data: bytes) -> None:
+        """Leave the right bytes in an artifact's own file.
 
         A file already there is read back first: one a crash tore (renamed, its data
         never written) would otherwise stand for every later put of the same bytes.
@@ -184,7 +205,7 @@ class ArtifactStore:
 
         Returns how many segments were recovered and deleted.
         """
-        return recover(self.root, self._place)
+        return recover(self.root, self._restore)
 
     def get_bytes(self, ref: str) -> bytes:
         """Read an artifact and check its hash.
@@ -194,19 +215,27 @@ class ArtifactStore:
             ArtifactCorrupted: the bytes no longer match the address.
         """
         path = self.path_of(ref)
-        data = _read_or_none(path)
-        if data is None or digest(data) != ref:
+        data, damaged = self._find(ref, path)
+        if data is None:
             if self.recover():  # a crash lost or tore it and the journal still has it
-                data = _read_or_none(path)
+                data, damaged = self._find(ref, path)
             if data is None:
+                if damaged:
+                    raise ArtifactCorrupted(f"artifact {ref} is corrupted (hash mismatch)")
                 raise ArtifactNotFound(f"artifact {ref} not found")
-            if digest(data) != ref:
-                raise ArtifactCorrupted(f"artifact {ref} is corrupted (hash mismatch)")
         return data
 
+    def _find(self, ref: str, path: Path) -> tuple[bytes | None, bool]:
+        """The artifact's checked bytes from its file or its pack; whether a copy was damaged."""
+        data = _read_or_none(path)
+        if data is not None and digest(data) == ref:
+            return data, False
+        packed, damaged = self.packs.find(ref)
+        return packed, damaged or data is not None
+
     def exists(self, ref: str) -> bool:
-        """Whether an artifact is stored (without reading it)."""
-        return self.path_of(ref).exists()
+        """Whether an artifact is stored (a file is not read; a packed one is checked)."""
+        return self.path_of(ref).exists() or self.packs.find(ref)[0] is not None
 
     def put_json(self, value: Any) -> str:
         """Store a JSON value in canonical form."""
