@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import pstats
@@ -190,6 +191,23 @@ def run_loadgen(stack: Bench, env: dict[str, str], config: dict[str, Any],
     return result
 
 
+def reference_loop_ms(rounds: int = 3) -> float:
+    """The best of a few runs of one fixed pure-Python workload, in ms.
+
+    This host's speed drifts by tens of percent from one minute to the next (other
+    tenants); the same code then measures very differently. Taken just before the load
+    starts, with the services idle, it tells a fast phase from a slow one: compare runs
+    only with similar reference times.
+    """
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(20_000):
+            json.loads(json.dumps({"n": i, "text": "reference", "list": [i, i * 2]}))
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 def fmt(value: Any, spec: str = ".1f") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
@@ -231,6 +249,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"projector catch-up after the POST phases: {fmt(result.get('projector_catchup_s'))} s"
           f"; {result.get('api_workers', 1)} API worker(s); host: {os.cpu_count()} CPUs, "
           "everything on one machine")
+    print(f"host speed: reference loop {fmt(result.get('reference_loop_ms'))} ms before the "
+          "load (lower is faster; compare runs of similar reference only)")
     for p in result["phases"]:
         for sample in p["error_samples"]:
             print(f"  error sample ({p['method']} c={p['concurrency']}): {sample}")
@@ -306,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_seconds": args.warmup_seconds, "cpu_pids": pids,
         }
         budget = (len(levels) + 2) * (args.max_seconds + 35) + args.warmup_seconds + 60
-        result = {**run_loadgen(stack, env, config, budget), "api_workers": args.api_workers}
+        reference = reference_loop_ms()
+        result = {**run_loadgen(stack, env, config, budget), "api_workers": args.api_workers,
+                  "reference_loop_ms": reference}
         print_table(result)
         for name, code in stack.services.exited().items():
             args.keep_state = True
