@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import example as hypothesis_example
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from services.contract.envelope import Event, decode, derived_event_id, encode, parse_time
@@ -67,12 +70,45 @@ def test_decoded_events_are_the_events_that_were_encoded() -> None:
             decoded.producer = "x"  # type: ignore[misc]
 
 
-def test_json_the_fast_parser_refuses_still_decodes_as_before() -> None:
-    """Integers beyond 64 bits and NaN are valid for the standard library's parser."""
-    event = Event(type="JobCanceled", job_id="j1", payload={"n": 2**70, "x": float("nan")},
-                  producer="api")
-    decoded = decode(encode(event))
-    assert decoded.payload["n"] == 2**70 and decoded.payload["x"] != decoded.payload["x"]
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and a != a:
+        return b != b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+_payload_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-2**100, 2**100) | st.floats()
+    | st.text(st.characters(codec=None, categories=None)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3), max_leaves=12)
+
+
+@given(st.dictionaries(st.text(max_size=8), _payload_values, max_size=6))
+@hypothesis_example({"n": 2**70, "x": float("nan"), "y": float("-inf"), "t": "\ud800 é"})
+def test_any_payload_is_written_as_the_value_it_is(payload: dict[str, Any]) -> None:
+    """The fast encoder writes every payload so that it reads back as itself, keys sorted,
+    as the standard library's encoder does (whose output it was before)."""
+    event = Event(type="JobCanceled", job_id="j1", payload=payload, producer="api")
+    raw = encode(event)
+    standard = json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"))
+    assert _same(json.loads(raw), json.loads(standard))
+    assert list(json.loads(raw)) == sorted(json.loads(raw))
+    assert _same(decode(raw).payload, payload)
+
+
+def test_json_the_fast_parser_reads_otherwise_still_decodes_as_before() -> None:
+    """Integers beyond 64 bits (orjson reads them as floats) and NaN (orjson refuses it),
+    each alone in an event, read as the standard library's parser reads them."""
+    for payload in ({"n": 2**70}, {"n": -2**63 - 1}, {"x": float("nan")}):
+        event = Event(type="JobCanceled", job_id="j1", payload=payload, producer="api")
+        assert _same(decode(encode(event)).payload, payload)
     with pytest.raises(MalformedEvent, match="not JSON"):
         decode(b"\xff\xfe not utf-8")
 

@@ -8,14 +8,13 @@ become ``500 Internal server error`` and are logged with their traceback.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from services.contract import jsonio
 from services.projector.transactions import transient
 
 log = logging.getLogger(__name__)
@@ -29,16 +28,9 @@ DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    """A JSON response, serialised by orjson (a tenth of ``json.dumps``' time on this path).
-
-    What orjson cannot write (integers beyond 64 bits) falls back to the standard library.
-    """
-    try:
-        data = orjson.dumps(body)
-    except TypeError:
-        data = json.dumps(body).encode()
-    return web.Response(body=data, status=status, content_type="application/json",
-                        charset="utf-8")
+    """A JSON response (:func:`services.contract.jsonio.dumps`: a tenth of ``json.dumps``)."""
+    return web.Response(body=jsonio.dumps(body), status=status,
+                        content_type="application/json", charset="utf-8")
 
 
 def reply(message: str, status: int = 200, **extra: Any) -> web.Response:
