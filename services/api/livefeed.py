@@ -48,7 +48,7 @@ from services.api import progress
 from services.api.errors import ServiceUnavailable, TooManyRequests
 from services.contract.envelope import Event
 from services.contract.jobs import TERMINAL
-from services.contract.kafka_io import EventDecoder, make_consumer, owner_of
+from services.contract.kafka_io import EventDecoder, make_consumer
 from services.contract.log_reader import partition_records, topic_partitions
 from services.contract.topics import ensure_topics
 from services.projector import readmodel as rm
@@ -374,16 +374,12 @@ class LiveFeed:
                   ) -> tuple[str | None, str | None, Event | None]:
         """A record's job id, its owner if it is a JobSubmitted, and its event if decoded.
 
-        Most records need no decoding: the key is the job id, and a JobSubmitted names its
-        owner in a header (:data:`services.contract.kafka_io.OWNER_HEADER`). Records without
-        one (older ones, imports) are decoded.
+        Only a JobSubmitted (or a record without a key) is decoded: the key is the job id.
         """
         raw: bytes | None = record.value
         job_id = record.key.decode(errors="replace") if record.key else None
         if raw is None or (SUBMITTED_MARK not in raw and job_id is not None):
             return job_id, None, None
-        if job_id is not None and (owner := owner_of(record.headers)) is not None:
-            return job_id, owner, None
         event = self.decoder.decode(raw)
         if event is None:
             return None, None, None

@@ -50,30 +50,6 @@ log = logging.getLogger(__name__)
 _PRODUCED = labelled(EVENTS_PRODUCED)
 _CONSUMED = labelled(EVENTS_CONSUMED)  # per event: labels() was a tenth of decode time
 
-#: Header of a JobSubmitted record naming the job's owner, so that a consumer that needs
-#: no more than that (the API's live feed, for every submission of every user) need not
-#: decode the record. The payload stays the authority; a record without the header (older
-#: ones, imports) is decoded.
-OWNER_HEADER = "simjobs-owner"
-
-
-def record_headers(event: Event) -> list[tuple[str, bytes]] | None:
-    """The headers the record of ``event`` carries (see :data:`OWNER_HEADER`)."""
-    if event.type == "JobSubmitted":
-        owner = event.payload.get("owner")
-        if isinstance(owner, str):
-            return [(OWNER_HEADER, owner.encode())]
-    return None
-
-
-def owner_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    """The owner a record's headers name (a JobSubmitted written by this code), if any."""
-    for key, value in headers or ():
-        if key == OWNER_HEADER:
-            return bytes(value).decode(errors="replace")
-    return None
-
-
 # Errors after which an idempotent producer's sequence numbers are no longer accepted.
 _PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 
@@ -189,7 +165,7 @@ class EventProducer:
         records = [(e, self._record(e)) for e in events]
         if not self._started:
             raise PublishFailed(f"not connected to Kafka at {self.settings.bootstrap_servers}")
-        keyed = [(raw, e.job_id.encode(), record_headers(e)) for e, raw in records]
+        keyed = [(raw, e.job_id.encode(), None) for e, raw in records]
         metas = await self._send_retrying(target, keyed, what="events")
         for e, _ in records:
             self.sent[e.type] += 1
