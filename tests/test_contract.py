@@ -24,6 +24,7 @@ from services.contract.kafka_io import EventDecoder, EventProducer
 from services.contract.registry import SCHEMA_DIR, EventRegistry, default_registry
 from services.settings import KafkaSettings
 from tests.support.histories import synthetic_log
+from tests.support.json_values import same_value
 
 LIFE_CYCLE = {
     "JobSubmitted", "CancelRequested", "TaskScheduled", "TaskStarted", "TaskProgress",
@@ -70,19 +71,6 @@ def test_decoded_events_are_the_events_that_were_encoded() -> None:
             decoded.producer = "x"  # type: ignore[misc]
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal values of equal types, NaN equal to NaN."""
-    if isinstance(a, float) and isinstance(b, float) and a != a:
-        return b != b
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 _payload_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(-2**100, 2**100) | st.floats()
     | st.text(st.characters(codec=None, categories=None)),
@@ -98,9 +86,9 @@ def test_any_payload_is_written_as_the_value_it_is(payload: dict[str, Any]) -> N
     event = Event(type="JobCanceled", job_id="j1", payload=payload, producer="api")
     raw = encode(event)
     standard = json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"))
-    assert _same(json.loads(raw), json.loads(standard))
+    assert same_value(json.loads(raw), json.loads(standard))
     assert list(json.loads(raw)) == sorted(json.loads(raw))
-    assert _same(decode(raw).payload, payload)
+    assert same_value(decode(raw).payload, payload)
 
 
 def test_json_the_fast_parser_reads_otherwise_still_decodes_as_before() -> None:
@@ -108,7 +96,7 @@ def test_json_the_fast_parser_reads_otherwise_still_decodes_as_before() -> None:
     each alone in an event, read as the standard library's parser reads them."""
     for payload in ({"n": 2**70}, {"n": -2**63 - 1}, {"x": float("nan")}):
         event = Event(type="JobCanceled", job_id="j1", payload=payload, producer="api")
-        assert _same(decode(encode(event)).payload, payload)
+        assert same_value(decode(encode(event)).payload, payload)
     with pytest.raises(MalformedEvent, match="not JSON"):
         decode(b"\xff\xfe not utf-8")
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from services.api.common import parse_json
 from services.api.errors import BadRequest, json_response
+from tests.support.json_values import same_value
 
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**200,
            max_value=2**200) | st.floats(allow_nan=False, allow_infinity=False) | st.text())
@@ -30,21 +31,10 @@ def standard(raw: bytes) -> Any:
     return json.loads(raw, parse_constant=refuse)
 
 
-def same(a: Any, b: Any) -> bool:
-    """Equal, and of the same types throughout (1 and 1.0 are not the same reading)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 @given(documents, st.booleans())
 def test_every_document_reads_as_the_standard_library_reads_it(value: Any, ascii: bool) -> None:
     raw = json.dumps(value, ensure_ascii=ascii).encode()
-    assert same(parse_json(raw), standard(raw))
+    assert same_value(parse_json(raw), standard(raw))
 
 
 @given(st.binary(max_size=64) | documents.map(lambda v: json.dumps(v).encode()[:-1]))
@@ -62,7 +52,7 @@ def test_any_bytes_are_refused_or_read_as_the_standard_library_does(raw: bytes) 
         with pytest.raises(BadRequest):
             parse_json(raw)
         return
-    assert same(parse_json(raw), expected)
+    assert same_value(parse_json(raw), expected)
 
 
 @given(documents)
@@ -71,4 +61,4 @@ def test_a_response_body_reads_back_to_its_value(value: Any) -> None:
     assert response.status == 202
     assert response.content_type == "application/json" and response.charset == "utf-8"
     assert isinstance(response.body, bytes)
-    assert same(json.loads(response.body), {"message": "m", "value": value})
+    assert same_value(json.loads(response.body), {"message": "m", "value": value})
