@@ -85,7 +85,24 @@ def test_log_lines_are_json_and_name_their_job() -> None:
             raise ValueError("boom")
         except ValueError:
             log.exception("failed")
-        first, second, third, fourth = (json.loads(ln) for ln in out.getvalue().splitlines())
+        lines = out.getvalue().splitlines()
+        first, second, third, fourth = (json.loads(ln) for ln in lines)
+        assert all(json.loads(ln).keys() <= {"time", "level", "logger", "message", "service",
+                                             "job_id", "task_index", "exception"}
+                   for ln in lines)
+        seen: list[logging.LogRecord] = []
+
+        class Capture(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        capture = Capture()
+        log.addHandler(capture)
+        log.info("what a record holds")
+        log.removeHandler(capture)
+        (record,) = seen  # no stack walk, thread or process lookup for any line
+        assert (record.funcName, record.lineno, record.thread, record.process) == (
+            "(unknown function)", 0, None, None)
         assert first["message"] == "inside context" and first["job_id"] == "job-1"
         assert first["service"] == "svc" and first["level"] == "INFO"
         assert second["job_id"] == "job-2" and second["task_index"] == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -43,20 +44,26 @@ def loads(raw: bytes, *, constants: bool = True) -> Any:
     return json.loads(raw) if constants else json.loads(raw, parse_constant=_refuse)
 
 
-def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
-    """Compact JSON of ``value``, reading back as ``value`` (UTF-8; NaN written as NaN)."""
+def dumps(value: Any, *, sort_keys: bool = False,
+          default: Callable[[Any], Any] | None = None) -> bytes:
+    """Compact JSON of ``value``, reading back as ``value`` (UTF-8; NaN written as NaN).
+
+    ``default``: what to write for an object JSON has no type for (as in ``json.dumps``).
+    """
     try:
-        raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+        raw = orjson.dumps(value, default,
+                           option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:  # beyond orjson: an integer over 64 bits, a lone surrogate
-        return _standard(value, sort_keys)
+        return _standard(value, sort_keys, default)
     if b"null" in raw and _has_non_finite(value):
-        return _standard(value, sort_keys)
+        return _standard(value, sort_keys, default)
     return raw
 
 
-def _standard(value: Any, sort_keys: bool) -> bytes:
+def _standard(value: Any, sort_keys: bool, default: Callable[[Any], Any] | None) -> bytes:
     """The standard encoder (non-ASCII escaped, so that a lone surrogate can be written)."""
-    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":")).encode()
+    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"),
+                      default=default).encode()
 
 
 def _has_non_finite(value: Any) -> bool:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from services.contract import jsonio
 from services.settings import LogSettings, load_log_settings
 
 _JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
@@ -84,7 +84,7 @@ class JsonFormatter(logging.Formatter):
             line.pop("job_id", None)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return jsonio.dumps(line, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -103,10 +103,16 @@ def setup_logging(service: str, settings: LogSettings | None = None,
                   stream: TextIO | None = None) -> None:
     """Configure the root logger of a service process (replaces earlier handlers).
 
+    Records are made without the caller's file, line and function, thread and process
+    (the logging HOWTO's "Optimization"): neither format writes them, and finding the
+    caller walks the stack on every line, a sixth of an access line's 30-39 us.
+
     Raises:
         ValueError: the configured level or format is not one of the known ones.
     """
     settings = settings or load_log_settings()
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(_JobIdFilter())
     handler.setFormatter(JsonFormatter(service) if settings.format == "json"
