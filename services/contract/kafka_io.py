@@ -34,6 +34,7 @@ from services.contract.errors import (
     UnknownEventType,
     UnreadableRecord,
 )
+from services.contract.partitioner import partition_for
 from services.contract.registry import EventRegistry, default_registry
 from services.ops.metrics import EVENTS_CONSUMED, EVENTS_PRODUCED, RECORDS_SKIPPED, labelled
 from services.settings import (
@@ -101,6 +102,7 @@ class EventProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
+            partitioner=partition_for,
             max_request_size=PRODUCER_MAX_REQUEST_BYTES,
             request_timeout_ms=self._request_timeout_ms,
             compression_type="zstd",
