@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-#: 19 digits in a row: perhaps an integer beyond 64 bits (or only a long string of digits).
-_LONG_NUMBER = re.compile(rb"\d{19}")
+#: orjson reads an integer beyond 64 bits as a float; no integer within them is this large.
+_HUGE = float(2**63)
 
 
 def _refuse(name: str) -> Any:
@@ -36,11 +35,13 @@ def loads(raw: bytes, *, constants: bool = True) -> Any:
         ValueError: not JSON (``json.JSONDecodeError``, ``UnicodeDecodeError``).
         RecursionError: nested too deep for the standard parser.
     """
-    if not _LONG_NUMBER.search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not _has_huge_float(value):  # else an integer beyond 64 bits may be in there
+            return value
     return json.loads(raw) if constants else json.loads(raw, parse_constant=_refuse)
 
 
@@ -64,6 +65,16 @@ def _standard(value: Any, sort_keys: bool, default: Callable[[Any], Any] | None)
     """The standard encoder (non-ASCII escaped, so that a lone surrogate can be written)."""
     return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"),
                       default=default).encode()
+
+
+def _has_huge_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return abs(value) >= _HUGE
+    if isinstance(value, dict):
+        return any(_has_huge_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_huge_float(v) for v in value)
+    return False
 
 
 def _has_non_finite(value: Any) -> bool:
