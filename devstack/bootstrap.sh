@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine, idempotently:
 # Java 17 + Maven (to assemble and run Kafka), Python venv with the pinned
-# dependencies (pyproject.toml, and constraints.txt for theirs), npm and the live page's pinned JavaScript libraries (web/).
+# dependencies (pyproject.toml, and constraints.txt for theirs), npm and the
+# live page's pinned JavaScript libraries (web/).
 # PostgreSQL is installed by devstack/postgres.py when a test leg needs it,
 # Chromium by devstack/chromium.py for the browser test. Safe to run any number
 # of times; fast when nothing is missing.

@@ -79,6 +79,10 @@ class Packs:
             os.close(fd)  # releases the lock
         self._remember(ref)
 
+    def holds(self, ref: str) -> bool:
+        """Whether the pack has an intact record of ``ref`` (no read if this process knows)."""
+        return self._is_known(ref) or self.find(ref)[0] is not None
+
     def find(self, ref: str) -> tuple[bytes | None, bool]:
         """The artifact's bytes if its pack holds an intact record of it.
 

@@ -129,19 +129,19 @@ class ArtifactStore:
             self.recover()
             self._recovered = True
 
-    def _place(self, ref: str, data: bytes) -> None:
-        """Put a journalled artifact where readers find it (durable at the next checkpoint)."""
+    def _place(self, ref: str, data: bytes, *, recovering: bool = False) -> None:
+        """Put a journalled artifact where readers find it (durable at the next checkpoint).
+
+        ``recovering``: journal recovery, which takes nothing already there on trust (a
+        file is always read back first).
+        """
         if len(data) <= PACKED_MAX_BYTES:
-            self.packs.add(ref, data)
+            self.packs.add(ref, data, check=recovering)
         else:
             self._place_file(ref, data)
 
     def _restore(self, ref: str, data: bytes) -> None:
-        """:meth:`_place` for journal recovery: nothing already there is taken on trust."""
-        if len(data) <= PACKED_MAX_BYTES:
-            self.packs.add(ref, data, check=True)
-        else:
-            self._place_file(ref, data)
+        self._place(ref, data, recovering=True)
 
     def _place_file(self, ref: str, data: bytes) -> None:
         """Leave the right bytes in an artifact's own file.
@@ -235,7 +235,7 @@ class ArtifactStore:
 
     def exists(self, ref: str) -> bool:
         """Whether an artifact is stored (a file is not read; a packed one is checked)."""
-        return self.path_of(ref).exists() or self.packs.find(ref)[0] is not None
+        return self.path_of(ref).exists() or self.packs.holds(ref)
 
     def put_json(self, value: Any) -> str:
         """Store a JSON value in canonical form."""

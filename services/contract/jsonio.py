@@ -40,7 +40,7 @@ def loads(raw: bytes, *, constants: bool = True) -> Any:
     except orjson.JSONDecodeError:
         pass
     else:
-        if not _has_huge_float(value):  # else an integer beyond 64 bits may be in there
+        if not _any_float(value, _huge):  # else an integer beyond 64 bits may be in there
             return value
     return json.loads(raw) if constants else json.loads(raw, parse_constant=_refuse)
 
@@ -56,7 +56,7 @@ def dumps(value: Any, *, sort_keys: bool = False,
                            option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:  # beyond orjson: an integer over 64 bits, a lone surrogate
         return _standard(value, sort_keys, default)
-    if b"null" in raw and _has_non_finite(value):
+    if b"null" in raw and _any_float(value, _non_finite):
         return _standard(value, sort_keys, default)
     return raw
 
@@ -67,21 +67,20 @@ def _standard(value: Any, sort_keys: bool, default: Callable[[Any], Any] | None)
                       default=default).encode()
 
 
-def _has_huge_float(value: Any) -> bool:
+def _any_float(value: Any, test: Callable[[float], bool]) -> bool:
+    """Whether a float anywhere in a parsed document passes ``test``."""
     if isinstance(value, float):
-        return abs(value) >= _HUGE
+        return test(value)
     if isinstance(value, dict):
-        return any(_has_huge_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_huge_float(v) for v in value)
-    return False
-
-
-def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
+        return any(_any_float(v, test) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)
+        return any(_any_float(v, test) for v in value)
     return False
+
+
+def _huge(value: float) -> bool:
+    return abs(value) >= _HUGE
+
+
+def _non_finite(value: float) -> bool:
+    return not math.isfinite(value)
